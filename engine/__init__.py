@@ -1,0 +1,1 @@
+"""Raster and terrain engine of TopoClear. Nothing in this package imports ``qgis``."""

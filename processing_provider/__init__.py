@@ -1,0 +1,1 @@
+"""Processing provider ``topoclear``: thin QGIS wrappers around the engine."""

@@ -1,0 +1,97 @@
+"""Shared plumbing of TopoClear Processing algorithms: inputs as file paths, progress, errors, styles."""
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional
+
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterNumber,
+                       QgsProcessingParameterDefinition)
+from qgis.PyQt.QtGui import QIcon
+
+from ..engine.errors import Cancelled, TopoClearError
+from ..engine.progress import Monitor
+
+ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "ui", "icons", "topoclear.svg")
+
+
+class TopoClearAlgorithm(QgsProcessingAlgorithm):
+    """Base class: subclasses set ``NAME``, ``DISPLAY``, ``GROUP``, ``GROUP_ID``, ``HELP``."""
+
+    NAME = ""
+    DISPLAY = ""
+    GROUP = ""
+    GROUP_ID = ""
+    HELP = ""
+
+    def name(self):
+        return self.NAME
+
+    def displayName(self):  # noqa: N802
+        return self.DISPLAY
+
+    def group(self):
+        return self.GROUP
+
+    def groupId(self):  # noqa: N802
+        return self.GROUP_ID
+
+    def shortHelpString(self):  # noqa: N802
+        return self.HELP
+
+    def icon(self):
+        return QIcon(ICON)
+
+    def createInstance(self):  # noqa: N802
+        return type(self)()
+
+    # -- helpers for subclasses ---------------------------------------------------------------
+
+    @staticmethod
+    def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
+        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        return parameter
+
+    @staticmethod
+    def number(name: str, label: str, default: float, minimum: Optional[float] = None,
+               maximum: Optional[float] = None, optional: bool = False) -> QgsProcessingParameterNumber:
+        param = QgsProcessingParameterNumber(name, label, QgsProcessingParameterNumber.Double, default, optional)
+        if minimum is not None:
+            param.setMinimum(minimum)
+        if maximum is not None:
+            param.setMaximum(maximum)
+        return param
+
+    def raster_file(self, parameters, name: str, context, required: bool = True) -> Optional[str]:
+        """File path of a raster layer parameter; the layer must be file-based (GDAL provider)."""
+        layer = self.parameterAsRasterLayer(parameters, name, context)
+        if layer is None:
+            if required:
+                raise QgsProcessingException(f"{name}: no raster layer given or it could not be loaded")
+            return None
+        if layer.providerType() != "gdal":
+            raise QgsProcessingException(
+                f"{name}: layer '{layer.name()}' comes from the '{layer.providerType()}' provider; "
+                "TopoClear reads rasters through GDAL: save it as a GeoTIFF first")
+        return layer.source().split("|")[0]
+
+    @staticmethod
+    def monitor(feedback) -> Monitor:
+        return Monitor(feedback.setProgress, feedback.isCanceled, feedback.pushInfo)
+
+    @staticmethod
+    def run_engine(call: Callable, feedback):
+        """Run an engine call, turning engine errors into Processing errors the user can act on."""
+        try:
+            return call()
+        except Cancelled as exc:
+            raise QgsProcessingException("Cancelled by the user: no output was written.") from exc
+        except TopoClearError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+
+    @staticmethod
+    def style_output(context, output_path: str, style: str) -> None:
+        """Style ``output_path`` when Processing loads it into the project (main thread)."""
+        if context.willLoadLayerOnCompletion(output_path):
+            from ..ui.styles import post_processor
+
+            context.layerToLoadOnCompletionDetails(output_path).setPostProcessor(post_processor(style))

@@ -1,0 +1,40 @@
+"""The ``topoclear`` Processing provider."""
+from __future__ import annotations
+
+import os
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .terrain import AspectAlgorithm, HillshadeAlgorithm, SlopeAlgorithm, TerrainStackAlgorithm
+
+ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "ui", "icons", "topoclear.svg")
+
+
+def algorithm_classes():
+    """Every algorithm of the provider, in toolbox order."""
+    return [SlopeAlgorithm, AspectAlgorithm, HillshadeAlgorithm, TerrainStackAlgorithm]
+
+
+class TopoClearProvider(QgsProcessingProvider):
+    def id(self):
+        return "topoclear"
+
+    def name(self):
+        return "TopoClear"
+
+    def longName(self):  # noqa: N802
+        return "TopoClear: terrain, cloud removal and snow mapping for Sentinel-2"
+
+    def icon(self):
+        return QIcon(ICON_PATH)
+
+    def svgIconPath(self):  # noqa: N802
+        return ICON_PATH
+
+    def supportedOutputRasterLayerExtensions(self):  # noqa: N802
+        return ["tif"]
+
+    def loadAlgorithms(self):  # noqa: N802
+        for cls in algorithm_classes():
+            self.addAlgorithm(cls())

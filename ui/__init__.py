@@ -1,0 +1,1 @@
+"""Docks, styles and icons of the TopoClear plugin (QGIS-facing code)."""
