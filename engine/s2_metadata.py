@@ -67,7 +67,8 @@ def find_tile_metadata(path: os.PathLike | str) -> Path:
         raise InputError(f"Sentinel-2 metadata: {path} does not exist")
     if path.is_file() and path.suffix.lower() == ".xml" and path.name.upper().startswith("MTD_TL"):
         return path
-    for candidate in _ancestors(path if path.is_dir() else path.parent):
+    # a folder is the product (or granule) itself; a file inside a product is searched upwards
+    for candidate in [path] if path.is_dir() else _ancestors(path.parent):
         found = _search_down(candidate, "MTD_TL.xml")
         if found is not None:
             return found
