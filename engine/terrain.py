@@ -17,7 +17,10 @@ Edge and nodata rules (``edge_mode``):
 
 * ``"edges"`` (default): like QGIS, missing neighbours (raster border or nodata) are handled with
   one-sided differences using QGIS's weighting, so the border and cells beside nodata get values;
-  a nodata centre cell always gives nodata.
+  a nodata centre cell always gives nodata. (QGIS 3.22 itself drops the left column of the
+  north-south derivative where the lower-left neighbour is missing, a slip in its
+  ``calcFirstDerY``; TopoClear applies the rule symmetrically, so on the last row and just
+  above-right of nodata the two differ.)
 * ``"nodata"``: like ``gdaldem`` without ``-compute_edges``: any cell whose 3x3 window touches
   nodata or leaves the raster gives nodata (a 1-pixel nodata border).
 

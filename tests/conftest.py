@@ -62,3 +62,39 @@ def run_alg(topoclear_provider):
         return processing.run(alg_id, params, context=context, feedback=feedback or QgsProcessingFeedback())
 
     return run
+
+
+QGIS_PROCESS = "/usr/bin/qgis_process.bin"  # Debian's /usr/bin/qgis_process wrapper is broken
+
+
+@pytest.fixture(scope="session")
+def qgis_process(tmp_path_factory):
+    """``qgis_process(*args)`` runs the command-line tool with TopoClear enabled in a scratch profile.
+
+    Returns the CompletedProcess (text output). The plugin folder is linked into a scratch plugin
+    path as ``topoclear``, exactly as a user would install it.
+    """
+    import subprocess
+    import sys
+    import sysconfig
+
+    if not os.path.exists(QGIS_PROCESS):
+        pytest.skip(f"{QGIS_PROCESS} not installed")
+    root = tmp_path_factory.mktemp("qgis_process")
+    plugins = root / "plugins"
+    plugins.mkdir()
+    (plugins / "topoclear").symlink_to(REPO_ROOT, target_is_directory=True)
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_PLUGINPATH=str(plugins),
+               QGIS_CUSTOM_CONFIG_PATH=str(root / "profile"),
+               PYTHONPATH=os.pathsep.join([sysconfig.get_paths()["purelib"], os.environ.get("PYTHONPATH", "")]))
+
+    def run(*args, check=True):
+        result = subprocess.run([QGIS_PROCESS, *map(str, args)], env=env, capture_output=True, text=True,
+                                timeout=300)
+        if check and result.returncode != 0:
+            raise AssertionError(f"qgis_process {' '.join(map(str, args))} failed ({result.returncode}):\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    run("plugins", "enable", "topoclear")
+    return run
