@@ -26,6 +26,14 @@ DEFAULT_CREATION_OPTIONS: Dict[str, str] = {"TILED": "YES", "BLOCKXSIZE": "512",
                                             "BIGTIFF": "IF_SAFER"}
 #: Target number of pixels of one processing window (bounds the memory of every windowed loop).
 DEFAULT_WINDOW_PIXELS = 2_097_152
+#: GDAL block cache (MB) for whole-raster runs; GDAL's default (5 % of RAM) would hold whole outputs.
+GDAL_CACHE_MB = 256
+
+
+def bounded_gdal_cache() -> rasterio.Env:
+    """GDAL environment for a whole-raster run: a bounded block cache (when GDAL starts its cache
+    within it, as in a script or ``qgis_process``; inside QGIS the application's setting stays)."""
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
 
 
 def open_raster(path: os.PathLike | str, role: str = "input raster") -> rasterio.DatasetReader:
@@ -202,3 +210,156 @@ class AtomicRasterWriter:
 def band_descriptions(path: os.PathLike | str) -> List[str]:
     with rasterio.open(path) as ds:
         return [d or "" for d in ds.descriptions]
+
+
+def default_workers() -> int:
+    """Threads for windowed numpy work: the CPU count, at most 4 (numpy releases the GIL)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def run_windows(windows, read, compute, write, monitor=None, workers: Optional[int] = None) -> None:
+    """Read, compute and write windows with ``workers`` threads computing while I/O goes on.
+
+    ``read(window)`` and ``write(window, result)`` run on the calling thread, in window order
+    (GDAL datasets are not thread-safe); ``compute(window, data)`` runs on worker threads. At most
+    ``workers + 1`` windows are in memory at once. ``monitor`` (a Monitor) gets progress and is
+    checked for cancellation before each read.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    windows = list(windows)
+    workers = workers or default_workers()
+    total = max(1, len(windows))
+    pending: deque = deque()
+    done = 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            for window in windows:
+                if monitor is not None:
+                    monitor.check()
+                pending.append((window, pool.submit(compute, window, read(window))))
+                while len(pending) > workers:
+                    w, future = pending.popleft()
+                    write(w, future.result())
+                    done += 1
+                    if monitor is not None:
+                        monitor.progress(100.0 * done / total)
+            while pending:
+                w, future = pending.popleft()
+                write(w, future.result())
+                done += 1
+                if monitor is not None:
+                    monitor.progress(100.0 * done / total)
+        finally:
+            for _, future in pending:
+                future.cancel()
+    if monitor is not None:
+        monitor.check()
+
+
+def warp_window(src_ds: rasterio.DatasetReader, band: int, dst_grid: Grid, window: Window,
+                resampling=None, dtype=np.float32, margin: int = 3,
+                nodata: Optional[float] = None) -> np.ndarray:
+    """Values of ``band`` of ``src_ds`` on ``window`` of ``dst_grid`` (any CRS, any resolution).
+
+    Reads only the source cells that the window needs (plus ``margin`` cells for the resampling
+    kernel). Cells the source does not cover, and source nodata (``nodata``, else the band's
+    declared nodata), come back as NaN. ``resampling`` is a ``rasterio.enums.Resampling``
+    (default bilinear). Grids that line up need no warping and take fast paths:
+
+    * same CRS and pixel size, whole-pixel offset: a plain windowed read;
+    * source finer by a whole factor k, aligned, ``average``: mean of the k x k source cells of
+      each destination cell (nodata cells left out);
+    * source coarser by a whole factor k, aligned, ``nearest``: each source cell repeated k x k.
+
+    Otherwise ``rasterio.warp.reproject``; a source much finer than the destination is first read
+    decimated to about twice the destination density, so memory stays bounded.
+    """
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject, transform_bounds
+
+    if resampling is None:
+        resampling = Resampling.bilinear
+    rows, cols = int(window.height), int(window.width)
+    if nodata is None:
+        nodata = src_ds.nodatavals[band - 1]
+    src_grid = Grid.of(src_ds)
+    dst_transform = dst_grid.window_transform(window)
+
+    def finish(values: np.ndarray) -> np.ndarray:
+        values = values.astype(np.float32, copy=False)
+        if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+            values[values == np.float32(nodata)] = np.nan
+        return values.astype(dtype, copy=False)
+
+    def read_clipped(row0: int, col0: int, height: int, width: int) -> np.ndarray:
+        out = np.full((height, width), np.nan, dtype=np.float32)
+        r0, c0 = max(row0, 0), max(col0, 0)
+        r1, c1 = min(row0 + height, src_ds.height), min(col0 + width, src_ds.width)
+        if r1 > r0 and c1 > c0:
+            data = finish(src_ds.read(band, window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype=np.float32))
+            out[r0 - row0:r1 - row0, c0 - col0:c1 - col0] = data
+        return out
+
+    same_crs = src_grid.crs is not None and dst_grid.crs is not None and src_grid.crs == dst_grid.crs
+    st, dt = src_grid.transform, dst_transform
+    if same_crs and st.b == 0 and st.d == 0 and dt.b == 0 and dt.d == 0 and st.a > 0 and st.e < 0:
+        kx, ky = dt.a / st.a, dt.e / st.e
+        col_f, row_f = (dt.c - st.c) / st.a, (dt.f - st.f) / st.e
+
+        def whole(value: float) -> Optional[int]:
+            near = round(value)
+            return int(near) if abs(value - near) < 1e-6 else None
+
+        k, kc, kr = whole(kx), whole(col_f), whole(row_f)
+        if abs(kx - ky) < 1e-9 and kc is not None and kr is not None:
+            if k == 1:
+                return read_clipped(kr, kc, rows, cols).astype(dtype, copy=False)
+            if k is not None and k > 1 and resampling == Resampling.average:
+                block = read_clipped(kr, kc, rows * k, cols * k).reshape(rows, k, cols, k)
+                valid = np.isfinite(block)
+                total = np.where(valid, block, 0.0).sum(axis=(1, 3), dtype=np.float64)
+                count = valid.sum(axis=(1, 3))
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+                return mean.astype(dtype)
+        inv = st.a / dt.a
+        k_up = whole(inv) if abs(st.e / dt.e - inv) < 1e-9 else None
+        if k_up is not None and k_up > 1 and resampling == Resampling.nearest:
+            col_src, row_src = (dt.c - st.c) / st.a, (dt.f - st.f) / st.e
+            c_off, r_off = whole(col_src * k_up), whole(row_src * k_up)
+            if c_off is not None and r_off is not None:
+                c0, r0 = int(math.floor(c_off / k_up)), int(math.floor(r_off / k_up))
+                h = int(math.ceil((r_off + rows) / k_up)) - r0
+                w = int(math.ceil((c_off + cols) / k_up)) - c0
+                coarse = read_clipped(r0, c0, h, w)
+                fine = np.repeat(np.repeat(coarse, k_up, axis=0), k_up, axis=1)
+                top, left = r_off - r0 * k_up, c_off - c0 * k_up
+                return fine[top:top + rows, left:left + cols].astype(dtype, copy=False)
+
+    out = np.full((rows, cols), np.nan, dtype=np.float32)
+    bounds = transform_bounds(dst_grid.crs, src_grid.crs, *dst_grid.window_bounds(window), densify_pts=21)
+    src = rasterio.windows.from_bounds(*bounds, transform=src_grid.transform)
+    col0 = max(int(math.floor(src.col_off)) - margin, 0)
+    row0 = max(int(math.floor(src.row_off)) - margin, 0)
+    col1 = min(int(math.ceil(src.col_off + src.width)) + margin, src_grid.width)
+    row1 = min(int(math.ceil(src.row_off + src.height)) + margin, src_grid.height)
+    if col1 <= col0 or row1 <= row0:
+        return out.astype(dtype, copy=False)
+    src_window = Window(col0, row0, col1 - col0, row1 - row0)
+    src_transform = src_grid.window_transform(src_window)
+    height, width = row1 - row0, col1 - col0
+    factor = min(width / max(cols, 1), height / max(rows, 1)) / 2.0
+    if factor > 1.5:  # decimated read: about twice the destination density is enough
+        out_h, out_w = max(1, int(math.ceil(height / factor))), max(1, int(math.ceil(width / factor)))
+        read_resampling = Resampling.nearest if resampling == Resampling.nearest else Resampling.average
+        data = src_ds.read(band, window=src_window, out_shape=(out_h, out_w), out_dtype=np.float32,
+                           resampling=read_resampling)
+        src_transform = src_transform * Affine.scale(width / out_w, height / out_h)
+    else:
+        data = src_ds.read(band, window=src_window, out_dtype=np.float32)
+    data = finish(data)
+    reproject(data, out, src_transform=src_transform, src_crs=src_grid.crs, src_nodata=np.nan,
+              dst_transform=dst_transform, dst_crs=dst_grid.crs, dst_nodata=np.nan, resampling=resampling)
+    return out.astype(dtype, copy=False)

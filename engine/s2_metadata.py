@@ -139,3 +139,35 @@ def read_radiometric_offsets(path: os.PathLike | str) -> Optional[RadiometricOff
         if element.tag.rsplit("}", 1)[-1] == tag and element.text:
             offsets[int(element.get("band_id", "-1"))] = float(element.text)
     return RadiometricOffsets(baseline, quantification, offsets, level)
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The pixel grid of a Sentinel-2 tile at one resolution, from its ``MTD_TL.xml``."""
+
+    epsg: int
+    ulx: float
+    uly: float
+    resolution: float
+    width: int
+    height: int
+
+
+def read_tile_grid(path: os.PathLike | str, resolution: int = 10) -> TileGrid:
+    """The tile's grid at ``resolution`` (10, 20 or 60 m): CRS, upper-left corner and size."""
+    xml_path = find_tile_metadata(path)
+    root = _parse(xml_path)
+    code = _first(root, "HORIZONTAL_CS_CODE")
+    size = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Size"
+                 and e.get("resolution") == str(resolution)), None)
+    position = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Geoposition"
+                     and e.get("resolution") == str(resolution)), None)
+    if code is None or size is None or position is None:
+        raise InputError(f"Sentinel-2 metadata: {xml_path} has no Tile_Geocoding for {resolution} m "
+                         "(expected HORIZONTAL_CS_CODE, Size and Geoposition elements)")
+    try:
+        return TileGrid(epsg=int(code.text.split(":")[-1]), ulx=float(_first(position, "ULX").text),
+                        uly=float(_first(position, "ULY").text), resolution=float(resolution),
+                        width=int(_first(size, "NCOLS").text), height=int(_first(size, "NROWS").text))
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise InputError(f"Sentinel-2 metadata: {xml_path} has an unreadable Tile_Geocoding ({exc})") from exc

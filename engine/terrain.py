@@ -39,8 +39,8 @@ from rasterio.windows import Window
 
 from .errors import InputError
 from .progress import SILENT, Monitor
-from .raster import (AtomicRasterWriter, Grid, check_band, check_north_up, count_windows, iter_windows,
-                     open_raster, read_with_halo, valid_mask)
+from .raster import (AtomicRasterWriter, Grid, bounded_gdal_cache, check_band, check_north_up, iter_windows,
+                     open_raster, read_with_halo, run_windows, valid_mask)
 from .s2_metadata import SunAngles
 
 EDGE_MODES = ("edges", "nodata")
@@ -91,6 +91,42 @@ def _one_sided_sum(lo, mid, hi, v_lo, v_mid, v_hi):
     return diff, weight
 
 
+def _full_windows(valid: np.ndarray) -> np.ndarray:
+    """(h, w) mask of interior cells whose whole 3x3 window is valid."""
+    h, w = valid.shape[0] - 2, valid.shape[1] - 2
+    full = valid[1:-1, 1:-1].copy()
+    for r in range(3):
+        for s in range(3):
+            if r != 1 or s != 1:
+                full &= valid[r:r + h, s:s + w]
+    return full
+
+
+def _one_sided_gradients(z, valid, rows, cols, dx, dy):
+    """QGIS-style gradients for the listed interior cells (``rows``, ``cols`` index the (h, w) grid)."""
+    def cell(dr, dc):
+        return z[rows + 1 + dr, cols + 1 + dc], valid[rows + 1 + dr, cols + 1 + dc]
+
+    sum_x = np.zeros(rows.shape, np.float64)
+    wt_x = np.zeros(rows.shape, np.float64)
+    sum_y = np.zeros(rows.shape, np.float64)
+    wt_y = np.zeros(rows.shape, np.float64)
+    for k, weight in ((-1, 1.0), (0, 2.0), (1, 1.0)):
+        (lo, mid, hi), (v_lo, v_mid, v_hi) = zip(cell(k, -1), cell(k, 0), cell(k, 1))
+        diff, wt = _one_sided_sum(lo, mid, hi, v_lo, v_mid, v_hi)
+        sum_x += weight * diff
+        wt_x += weight * wt
+        # north gradient: the top cell (row - 1) minus the bottom cell (row + 1)
+        (lo, mid, hi), (v_lo, v_mid, v_hi) = zip(cell(1, k), cell(0, k), cell(-1, k))
+        diff, wt = _one_sided_sum(lo, mid, hi, v_lo, v_mid, v_hi)
+        sum_y += weight * diff
+        wt_y += weight * wt
+    dx_cells = dx[rows, 0] if np.ndim(dx) else dx
+    dy_cells = dy[rows, 0] if np.ndim(dy) else dy
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return sum_x / (wt_x * dx_cells), sum_y / (wt_y * dy_cells), (wt_x > 0) & (wt_y > 0)
+
+
 def horn_gradients(z: np.ndarray, valid: np.ndarray, dx, dy, edge_mode: str = "edges"
                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """East and north elevation gradients of the interior of a padded window.
@@ -98,46 +134,28 @@ def horn_gradients(z: np.ndarray, valid: np.ndarray, dx, dy, edge_mode: str = "e
     ``z`` and ``valid`` are (h+2, w+2) arrays (1-pixel halo); ``dx`` and ``dy`` are pixel sizes in
     the same unit as z (scalars or (h, 1) per-row arrays). Returns ``(gx_east, gy_north, ok)``,
     each (h, w); ``ok`` is False where the result is nodata.
+
+    Cells with a complete 3x3 window take the plain Horn formula; in ``"edges"`` mode the few
+    others (raster border, beside nodata) are then recomputed with one-sided differences.
     """
-    h, w = z.shape[0] - 2, z.shape[1] - 2
-    centre_ok = valid[1:-1, 1:-1]
-    if valid.all():
-        edge_mode = "nodata"  # identical results, faster path
-    if edge_mode == "nodata":
-        a, b, c = z[:-2, :-2], z[:-2, 1:-1], z[:-2, 2:]
-        d, f = z[1:-1, :-2], z[1:-1, 2:]
-        g, hh, i = z[2:, :-2], z[2:, 1:-1], z[2:, 2:]
+    a, b, c = z[:-2, :-2], z[:-2, 1:-1], z[:-2, 2:]
+    d, f = z[1:-1, :-2], z[1:-1, 2:]
+    g, hh, i = z[2:, :-2], z[2:, 1:-1], z[2:, 2:]
+    with np.errstate(invalid="ignore"):
         gx = ((c + 2 * f + i) - (a + 2 * d + g)) / (8 * dx)
         gy = ((a + 2 * b + c) - (g + 2 * hh + i)) / (8 * dy)
-        if valid.all():
-            ok = np.ones((h, w), dtype=bool)
-        else:
-            ok = centre_ok.copy()
-            for r in range(3):
-                for s in range(3):
-                    ok &= valid[r:r + h, s:s + w]
-        return gx.astype(np.float32, copy=False), gy.astype(np.float32, copy=False), ok
-
-    zf = np.where(valid, z, 0.0).astype(np.float32)
-    sum_x = np.zeros((h, w), np.float32)
-    wt_x = np.zeros((h, w), np.float32)
-    sum_y = np.zeros((h, w), np.float32)
-    wt_y = np.zeros((h, w), np.float32)
-    for k, weight in ((0, 1.0), (1, 2.0), (2, 1.0)):
-        diff, wt = _one_sided_sum(zf[k:k + h, 0:w], zf[k:k + h, 1:w + 1], zf[k:k + h, 2:w + 2],
-                                  valid[k:k + h, 0:w], valid[k:k + h, 1:w + 1], valid[k:k + h, 2:w + 2])
-        sum_x += weight * diff
-        wt_x += weight * wt
-        # north gradient: top row minus bottom row
-        diff, wt = _one_sided_sum(zf[2:h + 2, k:k + w], zf[1:h + 1, k:k + w], zf[0:h, k:k + w],
-                                  valid[2:h + 2, k:k + w], valid[1:h + 1, k:k + w], valid[0:h, k:k + w])
-        sum_y += weight * diff
-        wt_y += weight * wt
-    ok = centre_ok & (wt_x > 0) & (wt_y > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gx = sum_x / (wt_x * dx)
-        gy = sum_y / (wt_y * dy)
-    return gx.astype(np.float32, copy=False), gy.astype(np.float32, copy=False), ok
+    gx, gy = gx.astype(np.float32, copy=False), gy.astype(np.float32, copy=False)
+    if valid.all():
+        return gx, gy, np.ones(gx.shape, dtype=bool)
+    ok = _full_windows(valid)
+    if edge_mode == "edges":
+        rows, cols = np.nonzero(valid[1:-1, 1:-1] & ~ok)
+        if rows.size:
+            zf = np.where(valid, z, 0.0)
+            sx, sy, good = _one_sided_gradients(zf, valid, rows, cols, dx, dy)
+            gx[rows, cols], gy[rows, cols] = sx, sy
+            ok[rows, cols] = good
+    return gx, gy, ok
 
 
 def slope_from_gradients(gx, gy, z_factor: float = 1.0, units: str = "degrees") -> np.ndarray:
@@ -151,7 +169,7 @@ def aspect_from_gradients(gx, gy) -> Tuple[np.ndarray, np.ndarray]:
     """Aspect in degrees clockwise from north of the downslope direction, and the flat-cell mask."""
     aspect = np.degrees(np.arctan2(-gx, -gy))
     aspect = np.where(aspect < 0, aspect + 360.0, aspect)
-    aspect = np.where(aspect >= 360.0, aspect - 360.0, aspect)
+    aspect = np.where(aspect >= 360.0, aspect - 360.0, aspect) + 0.0  # + 0.0 turns -0.0 into 0.0
     return aspect.astype(np.float32, copy=False), (gx == 0) & (gy == 0)
 
 
@@ -310,40 +328,39 @@ def open_dem(path, band: int = 1):
 
 def compute_terrain(dem_path: os.PathLike | str, outputs: Dict[str, os.PathLike | str], band: int = 1,
                     options: TerrainOptions = TerrainOptions(), monitor: Monitor = SILENT,
-                    window_rows: Optional[int] = None, window_cols: Optional[int] = None) -> Dict[str, str]:
+                    window_rows: Optional[int] = None, window_cols: Optional[int] = None,
+                    workers: Optional[int] = None) -> Dict[str, str]:
     """Write slope / aspect / hillshade (any subset, one GeoTIFF each) of a DEM in one windowed pass.
 
     ``outputs`` maps a product name to its output path. All outputs appear together at the end,
-    or none does (error or cancel). Returns the product -> path mapping.
+    or none does (error or cancel). Windows are strips of whole rows by default; ``workers``
+    threads compute while the main thread reads and writes. Returns the product -> path mapping.
     """
     unknown = set(outputs) - {"slope", "aspect", "hillshade"}
     if unknown or not outputs:
         raise InputError(f"terrain outputs must be among slope, aspect, hillshade; got {sorted(outputs)}")
     products = list(outputs)
-    with open_dem(dem_path, band) as dem:
+    with bounded_gdal_cache(), open_dem(dem_path, band) as dem:
         grid = Grid.of(dem)
         metrics = PixelMetrics.of(grid)
-        if window_rows is None and window_cols is None:
-            window_rows = _aligned_rows(grid.width)
-        total = count_windows(grid.width, grid.height, window_rows, window_cols)
+        nodata = dem.nodatavals[band - 1]
+
+        def read(window):
+            return read_with_halo(dem, band, window, 1)
+
+        def compute(window, z):
+            dx, dy = metrics.steps(int(window.row_off), int(window.height))
+            return terrain_products(z, valid_mask(z, nodata), dx, dy, products, options)
+
         with contextlib.ExitStack() as stack:
             writers = {p: stack.enter_context(AtomicRasterWriter(outputs[p], grid, 1, "float32", options.nodata,
                                                                  [describe(p, options)]))
                        for p in products}
-            for n, window in enumerate(iter_windows(grid.width, grid.height, window_rows, window_cols)):
-                monitor.check()
-                z = read_with_halo(dem, band, window, 1)
-                valid = valid_mask(z, dem.nodatavals[band - 1])
-                dx, dy = metrics.steps(int(window.row_off), int(window.height))
-                result = terrain_products(z, valid, dx, dy, products, options)
+
+            def write(window, result):
                 for p in products:
                     writers[p].write(result[p], 1, window=window)
-                monitor.progress(100.0 * (n + 1) / total)
-            monitor.check()
+
+            run_windows(iter_windows(grid.width, grid.height, window_rows, window_cols), read, compute, write,
+                        monitor, workers)
     return {p: str(path) for p, path in outputs.items()}
-
-
-def _aligned_rows(width: int, target_pixels: int = 4_194_304, block: int = 512) -> int:
-    """Window height in whole output tile rows (multiples of 512) holding about ``target_pixels``."""
-    rows = max(1, target_pixels // max(1, width))
-    return max(block, (rows // block) * block)

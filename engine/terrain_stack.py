@@ -23,7 +23,8 @@ from rasterio.windows import Window, from_bounds
 
 from .errors import InputError
 from .progress import SILENT, Monitor
-from .raster import AtomicRasterWriter, Grid, count_windows, iter_windows, open_raster, read_with_halo, valid_mask
+from .raster import (AtomicRasterWriter, Grid, bounded_gdal_cache, count_windows, iter_windows, open_raster,
+                     read_with_halo, valid_mask)
 from .terrain import PixelMetrics, TerrainOptions, describe, open_dem, terrain_products
 
 STACK_BANDS = ("elevation", "slope", "aspect", "hillshade")
@@ -87,7 +88,7 @@ def terrain_stack(dem_path: os.PathLike | str, reference_path: os.PathLike | str
     options = dataclasses.replace(options, slope_units="degrees")
     ref = reference_grid(reference_path)
     nod = np.float32(options.nodata)
-    with open_dem(dem_path, band) as dem:
+    with bounded_gdal_cache(), open_dem(dem_path, band) as dem:
         dem_grid = Grid.of(dem)
         coverage = _overlap_fraction(dem_grid, ref)
         if coverage <= 0.0:

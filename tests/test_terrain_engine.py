@@ -242,3 +242,13 @@ def test_progress_is_reported(bigtujunga, tmp_path):
     compute_terrain(bigtujunga, {"slope": tmp_path / "s.tif"}, monitor=Monitor(on_progress=seen.append),
                     window_rows=100)
     assert seen == sorted(seen) and seen[-1] == 100.0 and len(seen) == 7
+
+
+def test_tile_grid_from_real_metadata():
+    from topoclear.engine.s2_metadata import read_tile_grid
+
+    safe = next(data_path("sentinel2-safe").glob("S2A_MSIL2A_20150826*T11SLT*"))
+    grid = read_tile_grid(safe, 20)
+    assert (grid.epsg, grid.ulx, grid.uly, grid.resolution, grid.width, grid.height) == \
+        (32611, 300000.0, 3800040.0, 20.0, 5490, 5490)
+    assert read_tile_grid(safe).width == 10980

@@ -1,0 +1,485 @@
+"""Sentinel-2 band roles, product layouts and DN -> reflectance, read window by window.
+
+:func:`locate_bands` finds where each Sentinel-2 band (``"B3"``, ``"B11"``...) of a product lives,
+whatever the layout the user has:
+
+* a **band stack** in one file: 13 bands (L1C order B1, B2, B3, B4, B5, B6, B7, B8, B8A, B9, B10,
+  B11, B12, as SEN12MS-CR and DSen2-CR), 12 bands (L2A order, no B10) or 10 bands (B2, B3, B4,
+  B5, B6, B7, B8, B8A, B11, B12, the 10 m + 20 m set of CRT-UNet). Band descriptions naming the
+  bands (``"B3"``, ``"B03"``, ``"B11, central wavelength 1610 nm"``...) take precedence over
+  the band count;
+* **separate band files**, one band per file named with the band (``..._B03.tif``,
+  ``T32TLR_20220105T103421_B11_20m.jp2``): the other bands are the files beside it;
+* a **SAFE folder** (or an unpacked product folder, or the product's ``MTD_MSIL*.xml``, or a
+  GDAL ``SENTINEL2_L2A:...`` subdataset name): the band files under ``GRANULE/*/IMG_DATA``
+  (L2A: the 20 m files are preferred, as Let It Snow works at 20 m, then 10 m, then 60 m), and
+  the L2A scene classification (SCL) band;
+* a plain folder of band files (a BigEarthNet patch folder).
+
+Any band can be given explicitly (a band of the input stack, or a band of another file); a
+layer that is not Sentinel-2-like needs explicit bands for every role.
+
+**Reflectance** = ``(DN + offset) / quantification``. Integer bands: quantification 10000 and
+offset 0, except from processing baseline 04.00 (products from 25 January 2022) where the
+metadata gives ``BOA_ADD_OFFSET`` (L2A) / ``RADIO_ADD_OFFSET`` (L1C) = -1000. The offsets are
+read from the product's ``MTD_MSIL*.xml`` when one is found near the band files; without the
+XML, a processing baseline read from the product name (``_N0400_``, or BigEarthNet's
+``tile_source`` in the patch JSON) of 04.00 or later applies ESA's -1000. Floating-point layers
+are taken as reflectance already (quantification 1). Explicit values override all of this.
+DN 0 is Sentinel-2's no-data value: integer bands without a declared nodata treat 0 as nodata.
+
+This module imports no ``qgis``: the snow tools and cloud removal share it.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from .errors import InputError
+from .raster import Grid, check_band, open_raster, warp_window
+from .s2_metadata import RadiometricOffsets, find_product_metadata, read_radiometric_offsets
+
+#: Every Sentinel-2 MSI band, in the 13-band L1C stack order.
+S2_BANDS: Tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
+L1C_ORDER = S2_BANDS
+L2A_ORDER: Tuple[str, ...] = tuple(b for b in S2_BANDS if b != "B10")
+TEN_BAND_ORDER: Tuple[str, ...] = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
+#: Stack layouts recognised by their band count.
+STACK_LAYOUTS: Dict[int, Tuple[str, Tuple[str, ...]]] = {
+    13: ("13-band L1C stack (B1..B12 with B8A and B10)", L1C_ORDER),
+    12: ("12-band L2A stack (B1..B12 with B8A, no B10)", L2A_ORDER),
+    10: ("10-band stack (B2, B3, B4, B5, B6, B7, B8, B8A, B11, B12)", TEN_BAND_ORDER),
+}
+#: Native pixel size (m) of each band.
+NATIVE_RESOLUTION: Dict[str, int] = {"B1": 60, "B2": 10, "B3": 10, "B4": 10, "B5": 20, "B6": 20, "B7": 20,
+                                     "B8": 10, "B8A": 20, "B9": 60, "B10": 60, "B11": 20, "B12": 20}
+#: Band id of each band in the product metadata (``band_id`` attributes, 0-12).
+METADATA_BAND_ID: Dict[str, int] = {name: i for i, name in enumerate(S2_BANDS)}
+#: Spectral roles used by the tools, and the band playing each.
+ROLE_BANDS: Dict[str, str] = {"blue": "B2", "green": "B3", "red": "B4", "nir": "B8", "swir1": "B11", "swir2": "B12"}
+ROLE_LABELS: Dict[str, str] = {"B2": "blue (B2)", "B3": "green (B3)", "B4": "red (B4)", "B8": "NIR (B8)",
+                               "B11": "SWIR1 (B11, 1610 nm)", "B12": "SWIR2 (B12)"}
+#: ESA's additive offset from processing baseline 04.00 on.
+BASELINE_04_OFFSET = -1000.0
+DEFAULT_QUANTIFICATION = 10000.0
+
+_BAND_IN_NAME = re.compile(r"(?:^|[_\-. ])B(0?[1-9]|1[0-2]|8A)(?=$|[_\-. ])", re.IGNORECASE)
+_BAND_DESCRIPTION = re.compile(r"^\s*B(?:AND)?[ _]?(0?[1-9]|1[0-2]|8A)\b", re.IGNORECASE)
+_SCL_IN_NAME = re.compile(r"(?:^|[_\-. ])SCL(?=$|[_\-. ])", re.IGNORECASE)
+_RES_IN_NAME = re.compile(r"_(10|20|60)m(?=$|[_.])", re.IGNORECASE)
+_BASELINE_IN_NAME = re.compile(r"_N(\d{2})(\d{2})(?=_)")
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
+
+
+def canonical_band(text: str) -> Optional[str]:
+    """``"B03"``, ``"b3"``, ``"B8a"`` -> ``"B3"``, ``"B3"``, ``"B8A"``; None if not a band name."""
+    match = re.fullmatch(r"\s*B(?:AND)?[ _]?(0?[1-9]|1[0-2]|8A)\s*", text, re.IGNORECASE)
+    return _normalise(match.group(1)) if match else None
+
+
+def _normalise(number: str) -> str:
+    number = number.upper()
+    return "B8A" if number == "8A" else f"B{int(number)}"
+
+
+def band_from_filename(path: os.PathLike | str) -> Optional[str]:
+    """The band a file holds according to its name (``..._B03_20m.jp2`` -> ``"B3"``), or None."""
+    stem = Path(path).name
+    for suffix in RASTER_SUFFIXES:
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    matches = _BAND_IN_NAME.findall(stem)
+    return _normalise(matches[-1]) if matches else None
+
+
+@dataclass(frozen=True)
+class BandSource:
+    """Where one band lives and how its DN become reflectance: ``(DN + offset) / quantification``."""
+
+    name: str
+    path: str
+    index: int = 1
+    offset: float = 0.0
+    quantification: float = DEFAULT_QUANTIFICATION
+    nodata: Optional[float] = None
+    found_by: str = ""
+
+    def describe(self) -> str:
+        where = f"{os.path.basename(self.path)} band {self.index}"
+        return f"{self.name}: {where} ({self.found_by})"
+
+
+@dataclass
+class S2Product:
+    """The bands found for a product, its layout and how its DN were converted."""
+
+    layout: str
+    bands: Dict[str, BandSource]
+    scl: Optional[BandSource] = None
+    level: Optional[str] = None
+    radiometry: str = ""
+    notes: List[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        lines = [f"Sentinel-2 layout: {self.layout}"]
+        lines += [f"  {src.describe()}" for src in self.bands.values()]
+        if self.scl is not None:
+            lines.append(f"  SCL: {os.path.basename(self.scl.path)}")
+        if self.radiometry:
+            lines.append(f"  reflectance: {self.radiometry}")
+        lines += [f"  {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+#: An explicit band choice: (file or None for the input itself, 1-based band number).
+Override = Tuple[Optional[str], int]
+
+
+def _is_subdataset_name(text: str) -> bool:
+    return bool(re.match(r"^SENTINEL2_L(1C|2A)", text, re.IGNORECASE))
+
+
+def _subdataset_xml(text: str) -> str:
+    # SENTINEL2_L2A:/path/MTD_MSIL2A.xml:20m:EPSG_32632 (the path may itself hold a drive colon)
+    body = text.split(":", 1)[1]
+    if body.startswith('"'):
+        return body[1:].split('"', 1)[0]
+    match = re.match(r"(.+?\.xml)", body, re.IGNORECASE)
+    if not match:
+        raise InputError(f"Sentinel-2 input: cannot find the metadata file in the subdataset name {text}")
+    return match.group(1)
+
+
+def _raster_files(folder: Path, max_depth: int = 6) -> List[Path]:
+    found: List[Path] = []
+    base_depth = len(folder.parts)
+    for root, dirs, files in os.walk(folder):
+        depth = len(Path(root).parts) - base_depth
+        if depth >= max_depth:
+            dirs[:] = []
+        dirs[:] = sorted(d for d in dirs if d not in ("QI_DATA", "AUX_DATA", "HTML", "rep_info", "DATASTRIP"))
+        for name in sorted(files):
+            if name.lower().endswith(RASTER_SUFFIXES) and not name.lower().endswith(".aux.xml"):
+                found.append(Path(root) / name)
+    return found
+
+
+def _resolution_rank(path: Path, preferred: Sequence[int]) -> int:
+    match = _RES_IN_NAME.search(path.name)
+    if match is None:
+        parent = re.fullmatch(r"R(10|20|60)m", path.parent.name)
+        res = int(parent.group(1)) if parent else None
+    else:
+        res = int(match.group(1))
+    if res is None:
+        return len(preferred)
+    return preferred.index(res) if res in preferred else len(preferred) + 1
+
+
+def _band_files(folder: Path, preferred: Sequence[int]) -> Tuple[Dict[str, Path], Optional[Path]]:
+    """Band name -> file among the rasters under ``folder`` (preferred resolutions first), and the SCL file."""
+    bands: Dict[str, List[Path]] = {}
+    scl: List[Path] = []
+    for path in _raster_files(folder):
+        stem = path.name
+        if _SCL_IN_NAME.search(stem):
+            scl.append(path)
+            continue
+        if re.search(r"(?:^|_)(TCI|AOT|WVP|PVI|CLD|SNW|MSK)(?=$|[_.])", stem, re.IGNORECASE):
+            continue
+        name = band_from_filename(path)
+        if name is not None:
+            bands.setdefault(name, []).append(path)
+    chosen = {name: sorted(paths, key=lambda p: (_resolution_rank(p, preferred), str(p)))[0]
+              for name, paths in bands.items()}
+    scl_file = sorted(scl, key=lambda p: (_resolution_rank(p, (20, 60, 10)), str(p)))[0] if scl else None
+    return chosen, scl_file
+
+
+def _descriptions_layout(ds: rasterio.DatasetReader) -> Dict[str, int]:
+    named: Dict[str, int] = {}
+    for i, text in enumerate(ds.descriptions, start=1):
+        if not text:
+            continue
+        match = _BAND_DESCRIPTION.match(text)
+        if match:
+            named.setdefault(_normalise(match.group(1)), i)
+    return named
+
+
+def _baseline_from_names(paths: Iterable[Path]) -> Optional[Tuple[str, str]]:
+    """(baseline "NN.NN", where) from product names or a BigEarthNet patch JSON near ``paths``."""
+    for path in paths:
+        for part in [path.name] + [p.name for p in path.parents][:6]:
+            match = _BASELINE_IN_NAME.search(part)
+            if match:
+                return f"{match.group(1)}.{match.group(2)}", part
+        folder = path if path.is_dir() else path.parent
+        for js in sorted(folder.glob("*metadata*.json"))[:3]:
+            try:
+                meta = json.loads(js.read_text())
+            except (OSError, ValueError):
+                continue
+            source = str(meta.get("tile_source", "")) if isinstance(meta, dict) else ""
+            match = _BASELINE_IN_NAME.search(source)
+            if match:
+                return f"{match.group(1)}.{match.group(2)}", js.name
+    return None
+
+
+def _radiometry(bands: Dict[str, BandSource], anchor: List[Path], offset: Optional[float],
+                quantification: Optional[float]) -> Tuple[Dict[str, BandSource], str, Optional[str]]:
+    """Fill offsets/quantification of integer bands from explicit values, the metadata or the name."""
+    level = None
+    metadata: Optional[RadiometricOffsets] = None
+    for path in anchor:
+        try:
+            metadata = read_radiometric_offsets(path)
+        except InputError:
+            metadata = None
+        if metadata is not None:
+            level = metadata.level
+            break
+    baseline = None if metadata is not None else _baseline_from_names(anchor)
+    out: Dict[str, BandSource] = {}
+    notes = set()
+    for name, src in bands.items():
+        with rasterio.open(src.path) as ds:
+            is_float = np.dtype(ds.dtypes[src.index - 1]).kind == "f"
+            declared = ds.nodatavals[src.index - 1]
+        nodata = declared if declared is not None else (None if is_float else 0.0)
+        if is_float:
+            q = quantification if quantification is not None else 1.0
+            off = offset if offset is not None else 0.0
+            notes.add("floating-point bands taken as reflectance" if quantification is None and offset is None
+                      else f"(value + {off:g}) / {q:g} (given)")
+        else:
+            if metadata is not None:
+                q = quantification if quantification is not None else metadata.quantification
+                off = offset if offset is not None else metadata.offset_for(METADATA_BAND_ID.get(name, -1))
+                notes.add(f"(DN + offset) / {q:g} with offsets from {metadata.level} metadata, "
+                          f"processing baseline {metadata.processing_baseline or 'unknown'}"
+                          + ("" if offset is None else f" (offset {off:g} given)"))
+            else:
+                q = quantification if quantification is not None else DEFAULT_QUANTIFICATION
+                if offset is not None:
+                    off = offset
+                    notes.add(f"(DN + {off:g}) / {q:g} (offset given)")
+                elif baseline is not None and baseline[0] >= "04.00":
+                    off = BASELINE_04_OFFSET
+                    notes.add(f"(DN - 1000) / {q:g}: processing baseline {baseline[0]} (from {baseline[1]}) "
+                              "uses ESA's offset of -1000")
+                else:
+                    off = 0.0
+                    why = (f"processing baseline {baseline[0]} from {baseline[1]}" if baseline
+                           else "no product metadata found")
+                    notes.add(f"DN / {q:g} ({why}: no offset)")
+        out[name] = replace(src, offset=float(off), quantification=float(q), nodata=nodata)
+    return out, "; ".join(sorted(notes)), level
+
+
+def locate_bands(source: Optional[os.PathLike | str], names: Sequence[str] = ("B3", "B4", "B11"),
+                 overrides: Optional[Mapping[str, Override]] = None, offset: Optional[float] = None,
+                 quantification: Optional[float] = None, preferred_resolutions: Sequence[int] = (20, 10, 60),
+                 optional: Sequence[str] = ()) -> S2Product:
+    """Find bands ``names`` of the Sentinel-2 product ``source`` (see the module docstring).
+
+    ``overrides`` maps a band name to ``(file or None, band number)``: None means a band of
+    ``source`` itself. ``optional`` bands may be missing. Raises :class:`InputError` naming the
+    missing band and what to do when a band cannot be found or the layer is not Sentinel-2-like.
+    """
+    overrides = dict(overrides or {})
+    wanted = list(dict.fromkeys(list(names) + list(optional)))
+    found: Dict[str, BandSource] = {}
+    scl: Optional[BandSource] = None
+    layout = "explicit band choices"
+    anchor: List[Path] = []
+    stack_path: Optional[str] = None
+    notes: List[str] = []
+
+    if source is not None and str(source) != "":
+        text = str(source)
+        if _is_subdataset_name(text):
+            text = str(Path(_subdataset_xml(text)).parent)
+        path = Path(text)
+        if path.is_file() and path.suffix.lower() == ".xml":
+            path = path.parent
+        if not path.exists():
+            raise InputError(f"Sentinel-2 input: {path} does not exist")
+        anchor.append(path)
+        if path.is_dir():
+            files, scl_file = _band_files(path, preferred_resolutions)
+            if not files:
+                raise InputError(f"Sentinel-2 input: no band files (names with _B03, _B11...) found in folder {path}; "
+                                 "choose a band stack or a band file instead")
+            is_safe = path.name.upper().endswith(".SAFE") or (path / "GRANULE").is_dir()
+            layout = "SAFE product folder" if is_safe else "folder of separate band files"
+            for name in wanted:
+                if name in files:
+                    found[name] = BandSource(name, str(files[name]), 1, found_by="file name in folder")
+            if scl_file is not None:
+                scl = BandSource("SCL", str(scl_file), 1, found_by="SCL file")
+        else:
+            with open_raster(path, "Sentinel-2 input") as ds:
+                count = ds.count
+                named = _descriptions_layout(ds)
+            own_band = band_from_filename(path)
+            if count > 1 and len(named) >= 2:
+                layout = f"{count}-band stack with named bands"
+                for name in wanted:
+                    if name in named:
+                        found[name] = BandSource(name, str(path), named[name], found_by="band description")
+                stack_path = str(path)
+            elif count in STACK_LAYOUTS:
+                layout, order = STACK_LAYOUTS[count]
+                for name in wanted:
+                    if name in order:
+                        found[name] = BandSource(name, str(path), order.index(name) + 1, found_by=layout.split(" (")[0])
+                stack_path = str(path)
+            elif count == 1 and own_band is not None:
+                layout = "separate band files"
+                files, scl_file = _band_files(path.parent, preferred_resolutions)
+                if (path.parent.name.upper() in ("R10M", "R20M", "R60M")):
+                    more, more_scl = _band_files(path.parent.parent, preferred_resolutions)
+                    for name, other in more.items():
+                        files.setdefault(name, other)
+                    scl_file = scl_file or more_scl
+                files[own_band] = path
+                for name in wanted:
+                    if name in files:
+                        found[name] = BandSource(name, str(files[name]), 1,
+                                                 found_by="the chosen file" if files[name] == path else "file name beside it")
+                if scl_file is not None:
+                    scl = BandSource("SCL", str(scl_file), 1, found_by="SCL file beside the bands")
+            elif count == 1 and _SCL_IN_NAME.search(path.name):
+                raise InputError(f"Sentinel-2 input: {path.name} is a scene classification (SCL) band; choose a "
+                                 "reflectance band file or the product instead, and give the SCL as the cloud mask")
+            else:
+                stack_path = str(path)
+                if not all(n in overrides for n in names):
+                    missing = [ROLE_LABELS.get(n, n) for n in names if n not in overrides]
+                    raise InputError(
+                        f"Sentinel-2 input: {path.name} has {count} band(s) and does not look like a Sentinel-2 "
+                        f"product (expected a 13-, 12- or 10-band stack, named bands, a band file named like "
+                        f"..._B03.tif or a SAFE folder); choose the band(s) explicitly: {', '.join(missing)}")
+                layout = f"{count}-band raster with explicit band choices"
+
+    for name, (file, index) in overrides.items():
+        target = file if file else stack_path
+        if target is None and source is not None and not file:
+            target = str(source)
+        if not target:
+            raise InputError(f"{ROLE_LABELS.get(name, name)}: band {index} chosen but no input layer or file given")
+        with open_raster(target, ROLE_LABELS.get(name, name)) as ds:
+            check_band(ds, int(index), ROLE_LABELS.get(name, name))
+        found[name] = BandSource(name, str(target), int(index), found_by="chosen explicitly")
+        anchor.append(Path(target))
+
+    missing = [n for n in names if n not in found]
+    if missing:
+        labels = ", ".join(ROLE_LABELS.get(n, n) for n in missing)
+        raise InputError(f"Sentinel-2 input ({layout}): missing band(s) {labels}; the tools need "
+                         f"{', '.join(ROLE_LABELS.get(n, n) for n in names)}. Choose the missing band explicitly "
+                         "(a band of the input or a separate band file)")
+    for src in found.values():
+        anchor.append(Path(src.path))
+    bands, radiometry, level = _radiometry(found, anchor, offset, quantification)
+    if level is None and scl is not None:
+        level = "L2A"
+    return S2Product(layout=layout, bands=bands, scl=scl, level=level, radiometry=radiometry, notes=notes)
+
+
+class BandReader:
+    """Reads windows of a target grid from bands on any grid, as float32 reflectance (NaN = nodata).
+
+    The target grid defaults to the grid of the coarsest band (``resolution="coarsest"``: Let It
+    Snow's 20 m) or of the finest (``"finest"``). A band on a finer grid is averaged onto the
+    target (area mean of the cells inside each target cell), a band on a coarser grid is
+    repeated (nearest neighbour, as CRT-UNet does for its 20 m bands), and any other mismatch is
+    warped bilinearly. Use as a context manager.
+    """
+
+    def __init__(self, product: S2Product, names: Sequence[str], resolution: str = "coarsest",
+                 grid: Optional[Grid] = None) -> None:
+        if resolution not in ("coarsest", "finest"):
+            raise InputError(f"resolution {resolution!r} is not 'coarsest' or 'finest'")
+        self.product = product
+        self.names = list(names)
+        self._datasets: Dict[str, rasterio.DatasetReader] = {}
+        try:
+            for path in sorted({product.bands[n].path for n in self.names}):
+                self._datasets[path] = open_raster(path, "Sentinel-2 band")
+            grids = {n: Grid.of(self._datasets[product.bands[n].path]) for n in self.names}
+            for n, g in grids.items():
+                if g.crs is None:
+                    raise InputError(f"{ROLE_LABELS.get(n, n)}: {product.bands[n].path} has no coordinate reference system")
+            if grid is None:
+                pick = max if resolution == "coarsest" else min
+                grid = pick(grids.values(), key=lambda g: g.pixel_size[0] * g.pixel_size[1])
+            self.grid = grid
+            self._grids = grids
+        except Exception:
+            self.close()
+            raise
+
+    def __enter__(self) -> "BandReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for ds in self._datasets.values():
+            ds.close()
+        self._datasets = {}
+
+    def dataset(self, name: str) -> rasterio.DatasetReader:
+        return self._datasets[self.product.bands[name].path]
+
+    def resampling_for(self, name: str) -> Resampling:
+        src = self._grids[name]
+        if src.crs == self.grid.crs and src.transform == self.grid.transform:
+            return Resampling.nearest
+        src_area = src.pixel_size[0] * src.pixel_size[1]
+        dst_area = self.grid.pixel_size[0] * self.grid.pixel_size[1]
+        if src.crs == self.grid.crs and src_area < dst_area * 0.999:
+            return Resampling.average
+        if src.crs == self.grid.crs and src_area > dst_area * 1.001:
+            return Resampling.nearest
+        return Resampling.bilinear
+
+    def read_dn(self, name: str, window: Window, grid: Optional[Grid] = None) -> np.ndarray:
+        """Raw values (float32) of band ``name`` on ``window`` of the target grid; NaN = nodata."""
+        src = self.product.bands[name]
+        return warp_window(self.dataset(name), src.index, grid or self.grid, window,
+                           self.resampling_for(name), nodata=src.nodata)
+
+    def read(self, name: str, window: Window, grid: Optional[Grid] = None) -> np.ndarray:
+        """Reflectance (float32) of band ``name`` on ``window`` of the target grid; NaN = nodata."""
+        src = self.product.bands[name]
+        values = self.read_dn(name, window, grid)
+        if src.offset:
+            values += np.float32(src.offset)
+        if src.quantification != 1.0:
+            values *= np.float32(1.0 / src.quantification)
+        return values
+
+
+def ndsi(green: np.ndarray, swir: np.ndarray) -> np.ndarray:
+    """NDSI = (green - SWIR1) / (green + SWIR1); NaN where either is NaN or the sum is not positive."""
+    total = green + swir
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (green - swir) / total
+    out[~(total > 0)] = np.nan
+    return out
