@@ -36,9 +36,11 @@ def cuda_available() -> bool:
 requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture()
 def topoclear_provider(qgis_app, qgis_processing):
-    """Processing initialised with the native algorithms and the TopoClear provider registered."""
+    """Processing initialised with the native algorithms and the TopoClear provider registered.
+
+    Looked up afresh for every test (a test may unload and reload the plugin)."""
     from qgis.core import QgsApplication
 
     from topoclear.processing_provider.provider import TopoClearProvider
