@@ -36,11 +36,11 @@ def cuda_available() -> bool:
 requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device")
 
 
-@pytest.fixture()
-def topoclear_provider(qgis_app, qgis_processing):
-    """Processing initialised with the native algorithms and the TopoClear provider registered.
+_LIVE_PROVIDERS = []  # Python wrappers must outlive their registration, or QGIS loses their methods
 
-    Looked up afresh for every test (a test may unload and reload the plugin)."""
+
+def ensure_provider():
+    """The registered TopoClear provider, registering a new one if none is."""
     from qgis.core import QgsApplication
 
     from topoclear.processing_provider.provider import TopoClearProvider
@@ -49,8 +49,17 @@ def topoclear_provider(qgis_app, qgis_processing):
     provider = registry.providerById("topoclear")
     if provider is None:
         provider = TopoClearProvider()
+        _LIVE_PROVIDERS.append(provider)
         registry.addProvider(provider)
     return provider
+
+
+@pytest.fixture()
+def topoclear_provider(qgis_app, qgis_processing):
+    """Processing initialised with the native algorithms and the TopoClear provider registered.
+
+    Looked up afresh for every test (a test may unload and reload the plugin)."""
+    return ensure_provider()
 
 
 @pytest.fixture()

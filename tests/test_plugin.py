@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import configparser
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, ensure_provider
 
 
 def test_metadata_declares_the_processing_provider():
@@ -34,7 +34,4 @@ def test_plugin_registers_and_removes_its_provider(qgis_iface, qgis_processing):
     finally:
         plugin.unload()
     assert registry.providerById("topoclear") is None
-    if existing is not None:
-        from topoclear.processing_provider.provider import TopoClearProvider
-
-        registry.addProvider(TopoClearProvider())
+    ensure_provider()  # leave the provider registered for the tests that follow
