@@ -29,7 +29,7 @@ class TopoClearPlugin:
 
     def unload(self):
         for dock in self.docks:
-            self.iface.removeDockWidget(dock)
+            self.iface.mainWindow().removeDockWidget(dock)
             dock.deleteLater()
         self.docks = []
         if self.provider is not None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -20,6 +19,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from .errors import InputError, OutputError
+from .atomic import discard, publish, temporary_beside
 
 #: GeoTIFF creation options of every output: tiled, BigTIFF when needed, uncompressed (fast).
 DEFAULT_CREATION_OPTIONS: Dict[str, str] = {"TILED": "YES", "BLOCKXSIZE": "512", "BLOCKYSIZE": "512",
@@ -30,10 +30,10 @@ DEFAULT_WINDOW_PIXELS = 2_097_152
 GDAL_CACHE_MB = 256
 
 
-def bounded_gdal_cache() -> rasterio.Env:
-    """GDAL environment for a whole-raster run: a bounded block cache (when GDAL starts its cache
-    within it, as in a script or ``qgis_process``; inside QGIS the application's setting stays)."""
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+def bounded_gdal_cache(megabytes: int = GDAL_CACHE_MB) -> rasterio.Env:
+    """GDAL environment for a whole-raster run: a block cache bounded to ``megabytes`` MB, restored
+    afterwards. rasterio hands an integer GDAL_CACHEMAX to ``GDALSetCacheMax`` as **bytes**."""
+    return rasterio.Env(GDAL_CACHEMAX=megabytes * 1024 * 1024)
 
 
 def open_raster(path: os.PathLike | str, role: str = "input raster") -> rasterio.DatasetReader:
@@ -172,9 +172,7 @@ class AtomicRasterWriter:
         self.dataset: Optional[rasterio.io.DatasetWriter] = None
 
     def __enter__(self) -> rasterio.io.DatasetWriter:
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".partial.tif",
-                                         dir=str(self.path.parent))
-        os.close(fd)
+        self._tmp = temporary_beside(self.path, ".partial.tif")
         try:
             self.dataset = rasterio.open(self._tmp, "w", **self._profile)
         except Exception as exc:  # rasterio raises several types for bad profiles or full disks
@@ -193,18 +191,15 @@ class AtomicRasterWriter:
                 self._discard()
                 return False
         try:
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path)
         except OSError as err:
             self._discard()
             raise OutputError(f"cannot move the finished output into place at {self.path}: {err}") from err
         return False
 
     def _discard(self) -> None:
-        if self._tmp and os.path.exists(self._tmp):
-            os.remove(self._tmp)
-        aux = f"{self._tmp}.aux.xml"
-        if self._tmp and os.path.exists(aux):
-            os.remove(aux)
+        if self._tmp:
+            discard(self._tmp)
 
 
 def band_descriptions(path: os.PathLike | str) -> List[str]:

@@ -31,11 +31,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
-from rasterio.windows import Window
 
 from .errors import InputError
 from .progress import SILENT, Monitor

@@ -86,7 +86,6 @@ def qgis_process(tmp_path_factory):
     path as ``topoclear``, exactly as a user would install it.
     """
     import subprocess
-    import sys
     import sysconfig
 
     if not os.path.exists(QGIS_PROCESS):

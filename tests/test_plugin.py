@@ -31,6 +31,7 @@ def test_plugin_registers_and_removes_its_provider(qgis_iface, qgis_processing):
         provider = registry.providerById("topoclear")
         assert provider is not None and provider.name() == "TopoClear"
         assert {a.id() for a in provider.algorithms()} >= {"topoclear:slope", "topoclear:terrainstack"}
+        assert [d.objectName() for d in plugin.docks] and all(d.parent() is not None for d in plugin.docks)
     finally:
         plugin.unload()
     assert registry.providerById("topoclear") is None

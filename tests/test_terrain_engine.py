@@ -1,8 +1,6 @@
 """Terrain engine against gdaldem on the real sample DEMs, window independence, nodata, errors."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
