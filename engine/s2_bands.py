@@ -32,7 +32,6 @@ This module imports no ``qgis``: the snow tools and cloud removal share it.
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -47,7 +46,7 @@ from rasterio.windows import Window
 
 from .errors import InputError
 from .raster import Grid, check_band, open_raster, warp_window
-from .s2_metadata import RadiometricOffsets, find_product_metadata, read_radiometric_offsets
+from .s2_metadata import RadiometricOffsets, read_radiometric_offsets
 
 #: Every Sentinel-2 MSI band, in the 13-band L1C stack order.
 S2_BANDS: Tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
@@ -268,9 +267,9 @@ def _radiometry(bands: Dict[str, BandSource], anchor: List[Path], offset: Option
             if metadata is not None:
                 q = quantification if quantification is not None else metadata.quantification
                 off = offset if offset is not None else metadata.offset_for(METADATA_BAND_ID.get(name, -1))
-                notes.add(f"(DN + offset) / {q:g} with offsets from {metadata.level} metadata, "
-                          f"processing baseline {metadata.processing_baseline or 'unknown'}"
-                          + ("" if offset is None else f" (offset {off:g} given)"))
+                notes.add(f"(DN {off:+g}) / {q:g}: {'offset given' if offset is not None else 'offset'} "
+                          f"with {metadata.level} metadata, processing baseline "
+                          f"{metadata.processing_baseline or 'unknown'}")
             else:
                 q = quantification if quantification is not None else DEFAULT_QUANTIFICATION
                 if offset is not None:
@@ -358,8 +357,8 @@ def locate_bands(source: Optional[os.PathLike | str], names: Sequence[str] = ("B
                 files[own_band] = path
                 for name in wanted:
                     if name in files:
-                        found[name] = BandSource(name, str(files[name]), 1,
-                                                 found_by="the chosen file" if files[name] == path else "file name beside it")
+                        how = "the chosen file" if files[name] == path else "file name beside it"
+                        found[name] = BandSource(name, str(files[name]), 1, found_by=how)
                 if scl_file is not None:
                     scl = BandSource("SCL", str(scl_file), 1, found_by="SCL file beside the bands")
             elif count == 1 and _SCL_IN_NAME.search(path.name):
@@ -423,7 +422,8 @@ class BandReader:
             grids = {n: Grid.of(self._datasets[product.bands[n].path]) for n in self.names}
             for n, g in grids.items():
                 if g.crs is None:
-                    raise InputError(f"{ROLE_LABELS.get(n, n)}: {product.bands[n].path} has no coordinate reference system")
+                    raise InputError(f"{ROLE_LABELS.get(n, n)}: {product.bands[n].path} has no coordinate "
+                                     "reference system")
             if grid is None:
                 pick = max if resolution == "coarsest" else min
                 grid = pick(grids.values(), key=lambda g: g.pixel_size[0] * g.pixel_size[1])
@@ -465,15 +465,100 @@ class BandReader:
         return warp_window(self.dataset(name), src.index, grid or self.grid, window,
                            self.resampling_for(name), nodata=src.nodata)
 
+    def read_raw(self, name: str, window: Window, grid: Optional[Grid] = None) -> np.ndarray:
+        """Band ``name`` on ``window`` for :meth:`to_reflectance`: the file's own values (its data type)
+        when the band's grid lines up pixel for pixel with the target and the window lies inside it
+        (nothing converted on the reading thread), else float32 DN with NaN for nodata."""
+        src = self.product.bands[name]
+        native = read_native(self.dataset(name), src.index, grid or self.grid, window)
+        return native if native is not None else self.read_dn(name, window, grid)
+
+    def to_reflectance(self, name: str, values: np.ndarray) -> np.ndarray:
+        """Values from :meth:`read_raw` as float32 reflectance, NaN = nodata (thread-safe: numpy only)."""
+        out, valid = self.reflectance_and_valid(name, values)
+        if valid is not None:
+            out[~valid] = np.nan
+        return out
+
+    def reflectance_and_valid(self, name: str, values: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(float32 reflectance, valid mask or None when every cell is valid) of :meth:`read_raw`
+        values; nodata cells keep meaningless values: use the mask."""
+        src = self.product.bands[name]
+        out, valid = self.dn_and_valid(name, values)
+        if src.quantification != 1.0:
+            out *= np.float32(1.0 / src.quantification)
+        return out, valid
+
+    def dn_and_valid(self, name: str, values: np.ndarray, as_float: bool = True
+                     ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(DN + offset as float32, valid mask or None when every cell is valid) of :meth:`read_raw`
+        values. With ``as_float=False`` the values come back as read (integers untouched, no offset):
+        compare them with :meth:`dn_threshold` thresholds."""
+        src = self.product.bands[name]
+        if values.dtype == np.float32 and not _is_native_float(values):
+            out = values  # warped: nodata already NaN
+            valid = np.isfinite(out)
+        else:
+            raw = values.view(np.ndarray)
+            valid = None
+            if src.nodata is not None and not (isinstance(src.nodata, float) and np.isnan(src.nodata)):
+                if raw.dtype.kind == "f" or _holds(raw.dtype, src.nodata):
+                    valid = raw != raw.dtype.type(src.nodata)
+            if raw.dtype.kind == "f":
+                finite = np.isfinite(raw)
+                valid = finite if valid is None else valid & finite
+            if not as_float:
+                return raw, (None if valid is None or valid.all() else valid)
+            out = raw.astype(np.float32)
+        if as_float and src.offset:
+            out += np.float32(src.offset)
+        if valid is not None and valid.all():
+            valid = None
+        return out, valid
+
+    def dn_threshold(self, name: str, reflectance: float) -> float:
+        """The value of the band's raw numbers (``dn_and_valid(..., as_float=False)``) that means
+        ``reflectance``."""
+        src = self.product.bands[name]
+        return reflectance * src.quantification - src.offset
+
     def read(self, name: str, window: Window, grid: Optional[Grid] = None) -> np.ndarray:
         """Reflectance (float32) of band ``name`` on ``window`` of the target grid; NaN = nodata."""
-        src = self.product.bands[name]
-        values = self.read_dn(name, window, grid)
-        if src.offset:
-            values += np.float32(src.offset)
-        if src.quantification != 1.0:
-            values *= np.float32(1.0 / src.quantification)
-        return values
+        return self.to_reflectance(name, self.read_raw(name, window, grid))
+
+
+def _holds(dtype: np.dtype, value: float) -> bool:
+    """Whether integer ``dtype`` can hold ``value`` exactly."""
+    info = np.iinfo(dtype)
+    return float(value).is_integer() and info.min <= value <= info.max
+
+
+class _NativeArray(np.ndarray):
+    """Marks an array read as-is from a file (its nodata not yet turned into NaN)."""
+
+
+def _is_native_float(values: np.ndarray) -> bool:
+    return isinstance(values, _NativeArray)
+
+
+def read_native(ds: rasterio.DatasetReader, band: int, grid: Grid, window: Window) -> Optional[np.ndarray]:
+    """``window`` of ``grid`` read straight from ``ds`` (the file's data type, no resampling) when
+    ``ds`` has the same CRS and pixel size as ``grid``, a whole-pixel offset and the window lies
+    inside it; None otherwise (use :func:`~topoclear.engine.raster.warp_window`)."""
+    st, dt = ds.transform, grid.window_transform(window)
+    if ds.crs is None or grid.crs is None or ds.crs != grid.crs or st.b or st.d or dt.b or dt.d:
+        return None
+    if abs(st.a - dt.a) > 1e-9 * abs(st.a) or abs(st.e - dt.e) > 1e-9 * abs(st.e):
+        return None
+    col, row = (dt.c - st.c) / st.a, (dt.f - st.f) / st.e
+    c0, r0 = int(round(col)), int(round(row))
+    if abs(col - c0) > 1e-6 or abs(row - r0) > 1e-6:
+        return None
+    h, w = int(window.height), int(window.width)
+    if c0 < 0 or r0 < 0 or c0 + w > ds.width or r0 + h > ds.height:
+        return None
+    data = ds.read(band, window=Window(c0, r0, w, h))
+    return data.view(_NativeArray) if data.dtype.kind == "f" else data
 
 
 def ndsi(green: np.ndarray, swir: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Tuple
 
-from qgis.core import (QgsColorRampShader, QgsContrastEnhancement, QgsMultiBandColorRenderer,
+from qgis.core import (QgsColorRampShader, QgsContrastEnhancement,
                        QgsProcessingLayerPostProcessorInterface, QgsRasterShader,
                        QgsSingleBandGrayRenderer, QgsSingleBandPseudoColorRenderer)
 from qgis.PyQt.QtGui import QColor
@@ -71,6 +71,20 @@ def style_terrain_stack(layer) -> None:
     _grey(layer, 4, 0.0, 255.0)
 
 
+NDSI: Ramp = [(-1.0, "#8c510a", "-1 (dark, wet or vegetated)"), (0.0, "#dfc27d", "0"),
+              (0.4, "#f5f5f5", "0.4 (snow threshold)"), (0.7, "#80cdf1", "0.7"), (1.0, "#08519c", "1 (snow)")]
+FSC: Ramp = [(0.0, "#d6c8aa", "0 % snow"), (0.25, "#c7e9f8", "25 %"), (0.5, "#7fcdf4", "50 %"),
+             (0.75, "#2b9ee6", "75 %"), (1.0, "#08306b", "100 % snow")]
+
+
+def style_ndsi(layer) -> None:
+    _pseudocolor(layer, NDSI)
+
+
+def style_fsc(layer) -> None:
+    _pseudocolor(layer, FSC)
+
+
 def style_from_qml(name: str):
     """A style function loading ``ui/styles/<name>.qml``."""
     path = os.path.join(STYLE_DIR, f"{name}.qml")
@@ -87,6 +101,8 @@ STYLES = {
     "aspect": style_aspect,
     "hillshade": style_hillshade,
     "terrain_stack": style_terrain_stack,
+    "ndsi": style_ndsi,
+    "fsc": style_fsc,
 }
 
 
