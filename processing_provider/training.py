@@ -1,0 +1,185 @@
+"""Cloud-removal training: ``topoclear:trainmodel``.
+
+torch is imported only when the algorithm runs; without it the algorithm is still listed, and
+``canExecute`` tells the user how to install it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from qgis.core import (QgsProcessingException, QgsProcessingOutputFile, QgsProcessingOutputNumber,
+                       QgsProcessingParameterBoolean, QgsProcessingParameterEnum, QgsProcessingParameterFile,
+                       QgsProcessingParameterFileDestination, QgsProcessingParameterFolderDestination,
+                       QgsProcessingParameterNumber, QgsProcessingParameterString)
+
+from .base import TopoClearAlgorithm
+
+#: Models offered when torch is missing (the registry needs torch to be read).
+FALLBACK_MODELS = ("crt_unet", "cr_gan", "dsen2cr", "sar2opt_gan", "unet")
+#: Loss choices; index 0 keeps the paper's loss.
+LOSS_CHOICES = ("paper default", "l1", "carl", "tmarl", "l1_ssim", "ssim", "cgan")
+TORCH_HELP = ("PyTorch is not installed in the Python that QGIS uses. Install the CPU build with "
+              "'python3 -m pip install torch --index-url https://download.pytorch.org/whl/cpu' (or a CUDA build "
+              "from pytorch.org for a GPU), plus 'safetensors', then restart QGIS.")
+
+
+def missing_packages() -> list:
+    """Python packages training needs that cannot be imported."""
+    missing = []
+    for name in ("torch", "safetensors"):
+        try:
+            if importlib.util.find_spec(name) is None:
+                missing.append(name)
+        except (ImportError, ValueError):
+            missing.append(name)
+    return missing
+
+
+def model_names() -> list:
+    """Registered model names (the fallback list when torch is missing)."""
+    if missing_packages():
+        return list(FALLBACK_MODELS)
+    try:
+        from ..models.registry import list_models
+
+        return list_models(multi_temporal=False)
+    except ImportError:
+        return list(FALLBACK_MODELS)
+
+
+class TrainModelAlgorithm(TopoClearAlgorithm):
+    NAME = "trainmodel"
+    DISPLAY = "Train cloud-removal model"
+    GROUP = "Cloud removal"
+    GROUP_ID = "cloudremoval"
+    HELP = (
+        "<p>Trains one of TopoClear's cloud-removal networks on your own patches and writes its weights "
+        "(<b>.safetensors</b>) with a <b>model card</b> (.json beside them: architecture, bands, value scaling, "
+        "training data, epochs, validation metrics).</p>"
+        "<p><b>Training data</b>: a manifest (.json or .csv) listing, per sample, the cloudy Sentinel-2 image, "
+        "its cloud-free target and, as the model needs, Sentinel-1 (VV, VH in dB), a terrain stack "
+        "(from <i>Terrain stack aligned to a scene</i>) and cloud / shadow masks; or a folder holding a "
+        "manifest.json, or sub-folders <i>cloudy/</i>, <i>target/</i>, <i>s1/</i>, <i>terrain/</i>, "
+        "<i>cloud_mask/</i>, <i>shadow_mask/</i> with matching file names. Samples marked <i>val</i> validate; "
+        "without any, 15 % of the samples are held out (5 % more as a test set).</p>"
+        "<p><b>Defaults are the papers'</b> (0 or <i>paper default</i>): CRT-UNet and UNet: Adam, learning rate "
+        "2e-4, batch 8, L1; DSen2-CR: Nadam, 7e-5, batch 16, CARL (needs masks); GANs: Adam (beta1 0.5), 2e-4, "
+        "batch 32, adversarial + 100 L1 + 100 SSIM loss. Patches are random crops (256 px by default) flipped "
+        "and rotated by 90 degrees at random.</p>"
+        "<p><b>Device</b>: <i>auto</i> uses the first CUDA GPU if PyTorch sees one, else the CPU (full-size "
+        "models train slowly on a CPU); <i>cuda:0</i> fails clearly when no GPU is usable. Mixed precision is "
+        "used on GPUs.</p>"
+        "<p><b>Checkpoints</b> are written after every epoch to the checkpoint folder (by default "
+        "<i>&lt;output&gt;_checkpoints</i>); tick <i>Resume</i> to continue an interrupted or cancelled run "
+        "from its last epoch. The run is reproducible: the same seed gives the same model on the CPU.</p>"
+        "<p>Needs PyTorch and safetensors.</p>"
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.models = model_names()
+        default_model = self.models.index("crt_unet") if "crt_unet" in self.models else 0
+        self.addParameter(QgsProcessingParameterEnum("MODEL", "Model", self.models, defaultValue=default_model))
+        self.addParameter(QgsProcessingParameterFile(
+            "DATASET", "Training data (manifest .json / .csv, or a folder)",
+            behavior=QgsProcessingParameterFile.File,
+            fileFilter="Training manifests (*.json *.csv);;All files (*)"))
+        self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer,
+                                                       50, minValue=1, maxValue=100000))
+        self.addParameter(QgsProcessingParameterNumber(
+            "BATCH_SIZE", "Batch size (0 = paper default)", QgsProcessingParameterNumber.Integer, 0,
+            minValue=0, maxValue=4096))
+        self.addParameter(self.number("LR", "Learning rate (0 = paper default)", 0.0, minimum=0.0, maximum=1.0))
+        self.addParameter(QgsProcessingParameterNumber("PATCH_SIZE", "Patch size (px)",
+                                                       QgsProcessingParameterNumber.Integer, 256, minValue=16,
+                                                       maxValue=4096))
+        self.addParameter(QgsProcessingParameterEnum("LOSS", "Loss", list(LOSS_CHOICES), defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer,
+                                                       0, minValue=0))
+        self.addParameter(QgsProcessingParameterString("DEVICE", "Device (auto, cpu, cuda, cuda:N)", "auto"))
+        self.addParameter(QgsProcessingParameterBoolean("RESUME", "Resume from the last checkpoint", False))
+        self.addParameter(self.advanced(QgsProcessingParameterBoolean(
+            "NO_S1", "Train the variant without Sentinel-1 (optical only)", False)))
+        self.addParameter(self.advanced(QgsProcessingParameterBoolean(
+            "FILL_MISSING", "Feed zeros where a sample lacks Sentinel-1 or terrain (ablation)", False)))
+        self.addParameter(self.advanced(QgsProcessingParameterBoolean("AMP", "Mixed precision on GPU", True)))
+        self.addParameter(self.advanced(QgsProcessingParameterNumber(
+            "STEPS_PER_EPOCH", "Maximum steps per epoch (0 = one pass over the training crops)",
+            QgsProcessingParameterNumber.Integer, 0, minValue=0)))
+        self.addParameter(self.advanced(QgsProcessingParameterNumber(
+            "CROPS_PER_SAMPLE", "Random crops per sample and epoch", QgsProcessingParameterNumber.Integer, 1,
+            minValue=1, maxValue=10000)))
+        self.addParameter(self.advanced(QgsProcessingParameterFile(
+            "TRANSLATOR", "SAR-to-optical weights for the cloud-removal GAN's translator [optional]",
+            behavior=QgsProcessingParameterFile.File, fileFilter="safetensors (*.safetensors)", optional=True)))
+        self.addParameter(self.advanced(QgsProcessingParameterFolderDestination(
+            "CHECKPOINT_DIR", "Checkpoint folder (empty: <output>_checkpoints)", optional=True,
+            createByDefault=False)))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "OUTPUT", "Trained weights", fileFilter="safetensors (*.safetensors)"))
+        self.addOutput(QgsProcessingOutputFile("MODEL_CARD", "Model card (JSON)"))
+        self.addOutput(QgsProcessingOutputNumber("VAL_LOSS", "Final validation loss"))
+        self.addOutput(QgsProcessingOutputNumber("EPOCHS_DONE", "Epochs completed"))
+
+    def canExecute(self):  # noqa: N802
+        missing = missing_packages()
+        if missing:
+            return False, f"Missing Python package(s): {', '.join(missing)}. {TORCH_HELP}"
+        return True, ""
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        ok, message = self.canExecute()
+        if not ok:
+            raise QgsProcessingException(message)
+        from ..engine.training import TrainConfig, train
+
+        models = model_names()
+        model = models[self.parameterAsEnum(parameters, "MODEL", context)]
+        dataset = self.parameterAsFile(parameters, "DATASET", context)
+        if not dataset:
+            raise QgsProcessingException("DATASET: no training manifest or folder given")
+        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
+        if not output.lower().endswith(".safetensors"):
+            output = os.path.splitext(output)[0] + ".safetensors"
+        checkpoint_dir = self.parameterAsString(parameters, "CHECKPOINT_DIR", context) if parameters.get(
+            "CHECKPOINT_DIR") else ""
+        if not checkpoint_dir:
+            checkpoint_dir = os.path.splitext(output)[0] + "_checkpoints"
+        loss = LOSS_CHOICES[self.parameterAsEnum(parameters, "LOSS", context)]
+        steps = self.parameterAsInt(parameters, "STEPS_PER_EPOCH", context)
+        translator = self.parameterAsFile(parameters, "TRANSLATOR", context)
+        config = TrainConfig(
+            model=model,
+            s1_bands=0 if self.parameterAsBoolean(parameters, "NO_S1", context) else None,
+            loss=None if loss == "paper default" else loss,
+            lr=self.parameterAsDouble(parameters, "LR", context) or None,
+            batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context) or None,
+            epochs=self.parameterAsInt(parameters, "EPOCHS", context),
+            patch_size=self.parameterAsInt(parameters, "PATCH_SIZE", context),
+            crops_per_sample=self.parameterAsInt(parameters, "CROPS_PER_SAMPLE", context),
+            steps_per_epoch=steps or None,
+            seed=self.parameterAsInt(parameters, "SEED", context),
+            device=self.parameterAsString(parameters, "DEVICE", context) or "auto",
+            amp=self.parameterAsBoolean(parameters, "AMP", context),
+            missing_inputs="zeros" if self.parameterAsBoolean(parameters, "FILL_MISSING", context) else "error",
+            checkpoint_dir=checkpoint_dir,
+            resume=self.parameterAsBoolean(parameters, "RESUME", context),
+            translator_weights=translator or None,
+            output=output,
+        )
+        monitor = self.monitor(feedback)
+
+        def run():
+            try:
+                return train(config, dataset, monitor)
+            except (ValueError, TypeError) as exc:  # bad band lists or model options from the registry
+                raise QgsProcessingException(f"Cannot train {model}: {exc}") from exc
+
+        result = self.run_engine(run, feedback)
+        val = result.final_val_loss
+        feedback.pushInfo(f"Weights: {result.weights_path}; model card: {result.card_path}; "
+                          f"{result.steps} steps in {result.time_s:.0f} s on {result.device}")
+        return {"OUTPUT": str(result.weights_path), "MODEL_CARD": str(result.card_path),
+                "CHECKPOINT_DIR": checkpoint_dir,
+                "VAL_LOSS": float(val) if val is not None else float("nan"),
+                "EPOCHS_DONE": int(result.card.get("training", {}).get("epochs", 0))}
