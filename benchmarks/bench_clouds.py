@@ -1,0 +1,224 @@
+"""Benchmark: whole-scene cloud removal (CRT-UNet, UNet, DSen2-CR) through the real tiled path.
+
+Generates a Sentinel-2-tile-shaped input (``--size`` x ``--size`` px at 10 m, default 10980, the
+full tile): 10 bands uint16 (B2, B3, B4, B5, B6, B7, B8, B8A, B11, B12), a co-registered
+Sentinel-1 VV/VH in dB (float32) and a 30 m DEM. The pixels are the real SEN12MS-CR patch 19_p30
+(its 10 bands and its Sentinel-1) and the real San Gabriel SRTM DEM, mirrored to fill the scene:
+the radiometry and the relief are real, their arrangement is generated. Files are written once,
+window by window, under ``--workdir`` (default ``benchmarks/out``) and reused.
+
+Each (model, crop size) runs in its own process: ``remove_clouds`` over the top-left
+``crop`` x ``crop`` window of the generated tile (the same path as the Processing algorithm:
+band detection, S1 alignment, terrain from the DEM, tiling, blending, atomic windowed output),
+with the networks' real architectures (full width) and random weights (speed does not depend
+on the weights). Reports megapixels per second, the extrapolated full-tile time, the peak
+resident memory of the process (VmHWM) and, on CUDA, the peak GPU memory. Two crop sizes
+per model show whether memory grows with the scene.
+
+    .venv/bin/python benchmarks/bench_clouds.py                       # CPU, crops 1024 and 2048 (DSen2-CR 256 and 512)
+    .venv/bin/python benchmarks/bench_clouds.py --device cuda --size 10980 --crops 10980
+    .venv/bin/python benchmarks/bench_clouds.py --models crt_unet --crops 2048,4096 --tile 1024 --batch 4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("TOPOCLEAR_SHARED_DATA", ROOT.parent / "shared" / "data"))
+FULL_TILE = 10980
+TEN_BANDS = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
+L1C_INDEX = {b: i for i, b in enumerate(("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11",
+                                         "B12"))}
+DEFAULT_CROPS = {"crt_unet": (1024, 2048), "unet": (1024, 2048), "dsen2cr": (256, 512)}
+ORIGIN = (300000.0, 3900000.0)  # UTM 11N, upper-left of the generated tile
+CRS = "EPSG:32611"
+
+
+def mirrored(patch: np.ndarray, row0: int, col0: int, rows: int, cols: int) -> np.ndarray:
+    """Window of an endless mirrored tiling of ``patch`` (C, H, W)."""
+    h, w = patch.shape[1:]
+    r = np.arange(row0, row0 + rows) % (2 * h)
+    r = np.where(r < h, r, 2 * h - 1 - r)
+    c = np.arange(col0, col0 + cols) % (2 * w)
+    c = np.where(c < w, c, 2 * w - 1 - c)
+    return patch[:, r[:, None], c[None, :]]
+
+
+def generate(workdir: Path, size: int) -> dict:
+    """Write (once) the S2, S1 and DEM files of a size x size scene; returns their paths."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    paths = {"s2": workdir / f"s2_{size}.tif", "s1": workdir / f"s1_{size}.tif", "dem": workdir / f"dem_{size}.tif"}
+    if all(p.exists() for p in paths.values()):
+        return {k: str(v) for k, v in paths.items()}
+    with rasterio.open(DATA / "sen12ms-cr" / "s2_cloudy" / "ROIs1868_summer_s2_cloudy_19_p30.tif") as ds:
+        s2 = ds.read()[[L1C_INDEX[b] for b in TEN_BANDS]]
+    with rasterio.open(DATA / "sen12ms-cr" / "s1" / "ROIs1868_summer_s1_19_p30.tif") as ds:
+        s1 = ds.read()
+    with rasterio.open(DATA / "dem" / "bigtujunga.tif") as ds:
+        dem = ds.read(1).astype(np.float32)
+        nod = ds.nodata
+    dem = np.where(dem == nod, np.nan, dem)
+    dem = np.where(np.isfinite(dem), dem, np.nanmedian(dem))[None]
+    tiled = dict(tiled=True, blockxsize=512, blockysize=512, BIGTIFF="IF_SAFER")
+    transform = from_origin(ORIGIN[0], ORIGIN[1], 10, 10)
+    dem_size = (size * 10 + 29) // 30 + 2
+    specs = [("s2", s2, size, transform, "uint16", TEN_BANDS),
+             ("s1", s1, size, transform, "float32", ("VV", "VH")),
+             ("dem", dem, dem_size, from_origin(ORIGIN[0] - 30, ORIGIN[1] + 30, 30, 30), "float32", ("elevation",))]
+    for key, patch, n, tr, dtype, names in specs:
+        tmp = paths[key].with_suffix(".partial.tif")
+        with rasterio.open(tmp, "w", driver="GTiff", width=n, height=n, count=patch.shape[0], dtype=dtype, crs=CRS,
+                           transform=tr, **tiled) as out:
+            for i, name in enumerate(names, start=1):
+                out.set_band_description(i, name)
+            for row in range(0, n, 1024):
+                h = min(1024, n - row)
+                out.write(mirrored(patch, row, 0, h, n).astype(dtype), window=Window(0, row, n, h))
+        os.replace(tmp, paths[key])
+    return {k: str(v) for k, v in paths.items()}
+
+
+def crop_inputs(files: dict, crop: int, workdir: Path) -> dict:
+    """VRTs of the top-left crop x crop window of the generated S2 (S1 and DEM stay whole)."""
+    with rasterio.open(files["s2"]) as ds:
+        if crop >= ds.width:
+            return files
+    from osgeo import gdal
+
+    vrt = workdir / f"s2_crop{crop}_of_{Path(files['s2']).stem}.vrt"
+    gdal.Translate(str(vrt), files["s2"], format="VRT", srcWin=[0, 0, crop, crop])
+    return dict(files, s2=str(vrt))
+
+
+def build(model_name: str):
+    """The real architecture (full width), random weights, for the 10-band + S1 (+ terrain) input."""
+    import torch
+
+    from topoclear.models import build_model
+
+    torch.manual_seed(0)
+    return build_model(model_name, s2_bands=list(TEN_BANDS))
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (MiB): VmHWM, which starts afresh at exec (ru_maxrss, the
+    fallback, keeps the parent's peak across fork + exec on Linux)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_case(args) -> dict:
+    """One (model, crop) in this process; returns the measurements."""
+    import torch
+
+    from topoclear.engine.inference import InferenceOptions, remove_clouds
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    files = crop_inputs(generate(args.workdir, args.size), args.crop, args.workdir)
+    model = build(args.case)
+    baseline = peak_rss_mib()
+    out = args.workdir / f"out_{args.case}_{args.crop}.tif"
+    options = InferenceOptions(tile=args.tile or None, batch_size=args.batch or None, device=args.device,
+                               keep_clear=False, amp=args.amp)
+    start = time.perf_counter()
+    report = remove_clouds(model, files["s2"], str(out), s1=files["s1"],
+                           dem=files["dem"] if args.case == "crt_unet" else None, mask_kind="none", options=options)
+    seconds = time.perf_counter() - start
+    peak = peak_rss_mib()
+    os.remove(out)
+    pixels = report.width * report.height
+    from topoclear.engine.inference import default_tiling
+    from topoclear.engine.tiling import TilePlan
+
+    multiple = int(getattr(model, "size_multiple", 1))
+    tile = default_tiling(model, multiple, options, "cuda" if report.device.startswith("cuda") else "cpu")[0]
+    full_plan = TilePlan(FULL_TILE, FULL_TILE, tile, report.overlap, multiple, report.mode)
+    return {"full_tile_tiles": len(full_plan), "full_tile_s_by_tiles": seconds / report.tiles * len(full_plan),
+            "model": args.case, "crop": args.crop, "device": report.device, "seconds": seconds,
+            "mpx_per_s": pixels / 1e6 / seconds, "full_tile_s": FULL_TILE ** 2 / (pixels / seconds),
+            "tiles": report.tiles, "tile": list(report.tile), "overlap": report.overlap, "mode": report.mode,
+            "batch": report.batch_size, "amp": report.amp, "peak_rss_mib": peak, "rss_before_run_mib": baseline,
+            "peak_gpu_gib": (report.peak_device_memory or 0) / 2 ** 30,
+            "blender_peak_mib": report.blender_peak_bytes / 2 ** 20}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=FULL_TILE, help="generated scene size (px)")
+    parser.add_argument("--crops", default="", help="crop sizes to run (comma-separated; default per model)")
+    parser.add_argument("--models", default="crt_unet,unet,dsen2cr")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--tile", type=int, default=0, help="tile size (0: the model's default for the device)")
+    parser.add_argument("--batch", type=int, default=0, help="tiles per batch (0: default)")
+    parser.add_argument("--amp", default="auto", choices=("auto", "on", "off"))
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "out")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--crop", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print("RESULT " + json.dumps(run_case(args)))
+        return 0
+    if not (DATA / "sen12ms-cr").is_dir():
+        print(f"sample data not found under {DATA}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    generate(args.workdir, args.size)
+    print(f"input: {args.size} x {args.size} px, 10 bands uint16 + S1 VV/VH + 30 m DEM under {args.workdir} "
+          f"(generated in {time.perf_counter() - t0:.0f} s or reused)")
+    results = []
+    for model in args.models.split(","):
+        crops = [int(c) for c in args.crops.split(",")] if args.crops else DEFAULT_CROPS[model]
+        for crop in crops:
+            crop = min(crop, args.size)
+            cmd = [sys.executable, __file__, "--case", model, "--crop", str(crop), "--size", str(args.size),
+                   "--device", args.device, "--tile", str(args.tile), "--batch", str(args.batch), "--amp", args.amp,
+                   "--threads", str(args.threads), "--workdir", str(args.workdir)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+            if proc.returncode != 0 or not line:
+                print(f"{model} {crop}: failed\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}", file=sys.stderr)
+                continue
+            r = json.loads(line[0][7:])
+            results.append(r)
+            print(f"{model:9s} crop {crop:5d}: {r['seconds']:8.1f} s  {r['mpx_per_s']:8.4f} Mpx/s  "
+                  f"full tile ~{r['full_tile_s_by_tiles']:9.0f} s ({r['full_tile_tiles']} tiles)  peak RSS {r['peak_rss_mib']:6.0f} MiB  "
+                  f"(before run {r['rss_before_run_mib']:.0f})  GPU {r['peak_gpu_gib']:.2f} GiB  "
+                  f"{r['tiles']} tiles {r['tile'][0]}x{r['tile'][1]} overlap {r['overlap']} {r['mode']} "
+                  f"batch {r['batch']} amp {r['amp']} on {r['device']}", flush=True)
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
+    print("\n| model | crop (px) | device | tiles (size, overlap) | time (s) | Mpx/s | full tile, extrapolated "
+          "(tiles) | peak RSS (MiB) | GPU peak (GiB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['model']} | {r['crop']} | {r['device']} | {r['tiles']} ({r['tile'][0]} px, {r['overlap']} px "
+              f"{r['mode']}) | {r['seconds']:.1f} | {r['mpx_per_s']:.4f} | {r['full_tile_s_by_tiles'] / 3600:.2f} h "
+              f"({r['full_tile_tiles']}) | {r['peak_rss_mib']:.0f} | {r['peak_gpu_gib']:.2f} |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

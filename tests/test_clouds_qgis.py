@@ -1,0 +1,207 @@
+"""The cloud algorithms through Processing and qgis_process: weights, variants, errors, evaluation, no torch.
+
+Weights are small real architectures with random initial weights saved through
+``engine.checkpoints`` (safetensors + model card), exactly as trained weights are.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from conftest import REPO_ROOT, data_path
+from topoclear.engine import checkpoints
+from topoclear.engine.cloud_evaluation import evaluate_rasters
+from topoclear.models import build_model
+
+S2 = ("sen12ms-cr", "s2_cloudy", "ROIs1868_summer_s2_cloudy_19_p30.tif")
+S1 = ("sen12ms-cr", "s1", "ROIs1868_summer_s1_19_p30.tif")
+MODEL_INDEX = {"crt_unet": 0, "unet": 1, "dsen2cr": 2, "cr_gan": 3, "sar2opt_gan": 4}
+
+
+def save(path, model, **options):
+    model.build_options = options
+    return str(checkpoints.save_model(path, model)[0])
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    return {"dsen2cr": save(folder / "dsen2cr_small", build_model("dsen2cr", features=8, blocks=2),
+                            features=8, blocks=2),
+            "dsen2cr_nosar": save(folder / "dsen2cr_small_nosar", build_model("dsen2cr", s1_bands=0, features=8,
+                                                                                 blocks=2), features=8, blocks=2),
+            "unet": save(folder / "unet_small", build_model("unet", widths=(4, 4, 4, 4, 4, 4)),
+                         widths=[4, 4, 4, 4, 4, 4])}
+
+
+def test_remove_clouds_from_the_toolbox(run_alg, weights, tmp_path):
+    from qgis.core import QgsProcessingFeedback
+
+    s2, s1 = data_path(*S2), data_path(*S1)
+    log = []
+
+    class Feedback(QgsProcessingFeedback):
+        def pushInfo(self, text):  # noqa: N802
+            log.append(text)
+
+    out = tmp_path / "clear.tif"
+    result = run_alg("topoclear:removeclouds", feedback=Feedback(), INPUT=str(s2), S1=str(s1),
+                     MODEL=MODEL_INDEX["dsen2cr"], WEIGHTS=weights["dsen2cr"], TILE_SIZE=96, DEVICE="cpu",
+                     OUTPUT=str(out))
+    assert result["OUTPUT"] == str(out) and result["DEVICE_USED"].startswith("cpu")
+    assert result["MODEL_USED"].startswith("DSen2-CR") and 0 < result["CLOUD_PERCENT"] < 100
+    text = "\n".join(log)
+    assert "Device: cpu" in text and "DSen2-CR rules" in text and "Tiling:" in text
+    with rasterio.open(out) as o, rasterio.open(s2) as i:
+        assert (o.count, o.dtypes, o.crs, o.transform) == (i.count, i.dtypes, i.crs, i.transform)
+        assert o.descriptions[1] == "B2, cloud removed (dsen2cr)"
+
+    # no Sentinel-1: weights trained with SAR are refused, the optical-only weights run
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="trained with Sentinel-1"):
+        run_alg("topoclear:removeclouds", INPUT=str(s2), MODEL=MODEL_INDEX["dsen2cr"], WEIGHTS=weights["dsen2cr"],
+                OUTPUT=str(tmp_path / "x.tif"))
+    result = run_alg("topoclear:removeclouds", INPUT=str(s2), MODEL=MODEL_INDEX["dsen2cr"],
+                     WEIGHTS=weights["dsen2cr_nosar"], MASK_TYPE=4, TILE_SIZE=128, OUTPUT=str(tmp_path / "nosar.tif"))
+    assert result["CLOUD_PERCENT"] is None  # no mask
+    # weights of another model, a model that needs a DEM, no shipped weights
+    with pytest.raises(QgsProcessingException, match="holds a 'unet' model, not 'dsen2cr'"):
+        run_alg("topoclear:removeclouds", INPUT=str(s2), S1=str(s1), MODEL=MODEL_INDEX["dsen2cr"],
+                WEIGHTS=weights["unet"], OUTPUT=str(tmp_path / "x.tif"))
+    with pytest.raises(QgsProcessingException, match="needs a DEM"):
+        run_alg("topoclear:removeclouds", INPUT=str(s2), S1=str(s1), MODEL=MODEL_INDEX["crt_unet"],
+                OUTPUT=str(tmp_path / "x.tif"))
+    with pytest.raises(QgsProcessingException, match="no trained weights are shipped"):
+        run_alg("topoclear:removeclouds", INPUT=str(s2), S1=str(s1), MODEL=MODEL_INDEX["unet"],
+                OUTPUT=str(tmp_path / "x.tif"))
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_band_order_and_too_few_bands(run_alg, weights, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    s2, s1 = data_path(*S2), data_path(*S1)
+    with rasterio.open(s2) as ds:
+        data, profile = ds.read(), ds.profile
+    # four bands of the 10-band set, in an unusual order and without names
+    four = tmp_path / "four.tif"
+    with rasterio.open(four, "w", **dict(profile, count=4)) as ds:
+        ds.write(data[[7, 3, 2, 1]])  # B8, B4, B3, B2
+    with pytest.raises(QgsProcessingException, match="does not look like a Sentinel-2"):
+        run_alg("topoclear:removeclouds", INPUT=str(four), S1=str(s1), MODEL=MODEL_INDEX["unet"],
+                WEIGHTS=weights["unet"], OUTPUT=str(tmp_path / "x.tif"))
+    with pytest.raises(QgsProcessingException, match=r"needs the Sentinel-2 bands B2, B3, B4, B5.*explicitly: B5, B6, B7, B8A"):
+        run_alg("topoclear:removeclouds", INPUT=str(four), S1=str(s1), MODEL=MODEL_INDEX["unet"],
+                WEIGHTS=weights["unet"], BANDS="B8,B4,B3,B2", OUTPUT=str(tmp_path / "x.tif"))
+    # the 10-band weights on a stack whose bands are named in another order: found by name
+    named = tmp_path / "named.tif"
+    order = [12, 11, 8, 7, 6, 5, 4, 3, 2, 1]  # B12, B11, B8A, B8, B7, B6, B5, B4, B3, B2
+    names = ["B12", "B11", "B8A", "B8", "B7", "B6", "B5", "B4", "B3", "B2"]
+    with rasterio.open(named, "w", **dict(profile, count=10)) as ds:
+        ds.write(data[order])
+        for i, n in enumerate(names, start=1):
+            ds.set_band_description(i, n)
+    out = tmp_path / "named_out.tif"
+    run_alg("topoclear:removeclouds", INPUT=str(named), S1=str(s1), MODEL=MODEL_INDEX["unet"], WEIGHTS=weights["unet"],
+            MASK_TYPE=4, TILE_SIZE=512, OUTPUT=str(out))
+    with rasterio.open(out) as ds:
+        assert ds.descriptions[0] == "B12, cloud removed (unet)" and ds.count == 10
+
+
+def test_evaluate_table_and_report(run_alg, tmp_path):
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProcessingUtils
+
+    import processing
+
+    cloudy = data_path("sen12ms-cr", "s2_cloudy", "ROIs1158_spring_s2_cloudy_39_p500.tif")
+    clear = data_path("sen12ms-cr", "s2_clear", "ROIs1158_spring_s2_39_p500.tif")
+    with rasterio.open(clear) as ds:
+        data, profile = ds.read(), ds.profile
+    rng = np.random.default_rng(0)
+    prediction = tmp_path / "prediction.tif"
+    with rasterio.open(prediction, "w", **profile) as ds:
+        ds.write(np.clip(data + rng.normal(0, 100, data.shape), 1, 10000).astype(np.uint16))
+    with rasterio.open(cloudy) as ds:
+        mask = (ds.read(2) > 2000).astype(np.uint8)
+    mask_path = tmp_path / "mask.tif"
+    with rasterio.open(mask_path, "w", **dict(profile, count=1, dtype="uint8")) as ds:
+        ds.write(mask[None])
+    context = QgsProcessingContext()
+    report = tmp_path / "report.html"
+    result = processing.run("topoclear:evaluate", {
+        "PREDICTION": str(prediction), "REFERENCE": str(clear), "CLOUDY": str(cloudy), "MASK": str(mask_path),
+        "OUTPUT_TABLE": "TEMPORARY_OUTPUT", "OUTPUT_HTML": str(report)}, context=context,
+        feedback=QgsProcessingFeedback())
+    expected = evaluate_rasters(str(prediction), str(clear), str(cloudy), str(mask_path))
+    assert result["MAE"] == pytest.approx(expected.values["mae"]) and result["SAM"] == pytest.approx(
+        expected.values["sam"])
+    assert 0.009 < result["RMSE"] < 0.011 and result["PSNR"] == pytest.approx(-20 * np.log10(result["RMSE"]))
+    table = result["OUTPUT_TABLE"]
+    if isinstance(table, str):
+        table = QgsProcessingUtils.mapLayerFromString(table, context)
+    rows = {(f["key"]): (f["metric"], f["region"], f["value"], f["unit"]) for f in table.getFeatures()}
+    assert rows["sam"][3] == "degrees" and rows["psnr"][3] == "dB" and rows["mae"][3] == "reflectance"
+    assert rows["psnr_cloudy"][1] == "cloudy pixels" and rows["mae_reproduction"][2] > 0.01
+    html = report.read_text()
+    assert html.count("data:image/png;base64,") == 3 and "Cloudy input" in html and "SAM" in html
+    del table
+
+
+def test_no_torch_import_until_run_and_can_execute_says_how_to_install(topoclear_provider, monkeypatch):
+    import topoclear.processing_provider.clouds as clouds
+
+    alg = topoclear_provider.algorithm("removeclouds")
+    assert alg is not None and alg.group() == "Clouds"
+    assert alg.canExecute() == (True, "")
+    monkeypatch.setattr(clouds, "torch_available", lambda: False)
+    ok, message = alg.canExecute()
+    assert not ok and "PyTorch" in message and "pip install torch" in message
+    # a Python where torch cannot be imported still loads the provider and lists the algorithms
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # import torch -> ImportError
+        sys.path.insert(0, {str(REPO_ROOT.parent)!r})
+        import os; os.environ["QT_QPA_PLATFORM"] = "offscreen"
+        from qgis.core import QgsApplication
+        app = QgsApplication([], False); app.initQgis()
+        import importlib.util, types
+        spec = importlib.util.spec_from_file_location("topoclear", {str(REPO_ROOT / "__init__.py")!r},
+                                                      submodule_search_locations=[{str(REPO_ROOT)!r}])
+        module = importlib.util.module_from_spec(spec); sys.modules["topoclear"] = module; spec.loader.exec_module(module)
+        from topoclear.processing_provider.provider import TopoClearProvider
+        provider = TopoClearProvider(); QgsApplication.processingRegistry().addProvider(provider)
+        alg = provider.algorithm("removeclouds")
+        print("RESULT", alg is not None, alg.canExecute()[0], "PyTorch" in alg.canExecute()[1],
+              provider.algorithm("evaluate") is not None)
+        QgsApplication.processingRegistry().removeProvider(provider)
+        app.exitQgis()
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    line = [l for l in run.stdout.splitlines() if l.startswith("RESULT")]
+    assert line == ["RESULT True False True True"], run.stdout + run.stderr
+
+
+def test_qgis_process_runs_removeclouds(qgis_process, weights, tmp_path):
+    s2, s1 = data_path(*S2), data_path(*S1)
+    help_text = qgis_process("help", "topoclear:removeclouds").stdout
+    assert "Sentinel-1" in help_text and "WEIGHTS" in help_text
+    out = tmp_path / "qp.tif"
+    run = qgis_process("run", "topoclear:removeclouds", "--json", "--", f"INPUT={s2}", f"S1={s1}",
+                       f"MODEL={MODEL_INDEX['dsen2cr']}", f"WEIGHTS={weights['dsen2cr']}", "TILE_SIZE=128",
+                       "DEVICE=cpu", f"OUTPUT={out}")
+    payload = json.loads(run.stdout[run.stdout.index("{"):])
+    assert payload["results"]["DEVICE_USED"].startswith("cpu") and out.exists()
+    failed = qgis_process("run", "topoclear:removeclouds", "--", f"INPUT={s2}", f"S1={s1}",
+                          f"MODEL={MODEL_INDEX['dsen2cr']}", f"WEIGHTS={weights['dsen2cr']}", "DEVICE=cuda:7",
+                          f"OUTPUT={tmp_path / 'gpu.tif'}", check=False)
+    if not torch.cuda.is_available():
+        assert failed.returncode != 0 and "sees no CUDA GPU" in failed.stdout + failed.stderr
