@@ -6,14 +6,20 @@ import os
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .clouds import EvaluateAlgorithm, RemoveCloudsAlgorithm
+from .dataset import BuildDatasetAlgorithm
+from .snow import NdsiAlgorithm, SnowMapAlgorithm, SnowStatsAlgorithm
 from .terrain import AspectAlgorithm, HillshadeAlgorithm, SlopeAlgorithm, TerrainStackAlgorithm
+from .training import TrainModelAlgorithm
 
 ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "ui", "icons", "topoclear.svg")
 
 
 def algorithm_classes():
     """Every algorithm of the provider, in toolbox order."""
-    return [SlopeAlgorithm, AspectAlgorithm, HillshadeAlgorithm, TerrainStackAlgorithm]
+    return [SlopeAlgorithm, AspectAlgorithm, HillshadeAlgorithm, TerrainStackAlgorithm,
+            NdsiAlgorithm, SnowMapAlgorithm, SnowStatsAlgorithm, BuildDatasetAlgorithm, TrainModelAlgorithm,
+            RemoveCloudsAlgorithm, EvaluateAlgorithm]
 
 
 class TopoClearProvider(QgsProcessingProvider):
