@@ -160,14 +160,16 @@ def _write_json(path: Path, data: Mapping) -> None:
     write_text_atomic(path, json.dumps(_jsonable(data), indent=1, allow_nan=False))
 
 
-def save_model(path: os.PathLike | str, model, card: Optional[Mapping] = None) -> Tuple[Path, Path]:
+def save_model(path: os.PathLike | str, model, card: Optional[Mapping] = None,
+               half: bool = False) -> Tuple[Path, Path]:
     """Write ``model``'s weights to ``<path>.safetensors`` and its card to ``<path>.json``.
 
     ``card`` defaults to :func:`make_card(model) <make_card>`; its architecture section is
     always regenerated from the model. A model built with constructor options (``widths``,
     ``blocks``...) must carry them as ``model.build_options`` (the training engine and
     :func:`load_model` set it) so that the card can rebuild it. Both files are written to temporary names first and
-    moved into place, weights before card. Returns (weights path, card path).
+    moved into place, weights before card. ``half`` stores floating-point tensors as float16 (half the
+    file size; they are cast back to the model's float32 when loaded). Returns (weights path, card path).
     """
     from safetensors.torch import save_file
 
@@ -177,6 +179,8 @@ def save_model(path: os.PathLike | str, model, card: Optional[Mapping] = None) -
     card.setdefault("format_version", CARD_VERSION)
     card["architecture"] = architecture_of(model)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     metadata = {"format": "pt", "topoclear_card": json.dumps({"format": CARD_FORMAT,
                                                                "architecture": card["architecture"]})}
     try:
@@ -185,7 +189,8 @@ def save_model(path: os.PathLike | str, model, card: Optional[Mapping] = None) -
     except OSError as exc:
         raise OutputError(f"cannot write weights {weights_path}: {exc}") from exc
     card["weights"] = {"file": weights_path.name, "format": "safetensors", "sha256": file_sha256(weights_path),
-                       "bytes": weights_path.stat().st_size, "tensors": len(tensors)}
+                       "bytes": weights_path.stat().st_size, "tensors": len(tensors),
+                       "dtype": "float16" if half else "float32"}
     _write_json(card_path, card)
     return weights_path, card_path
 

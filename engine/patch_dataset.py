@@ -496,6 +496,8 @@ class PatchDataset:
             CRT-UNet ablation's way of removing an input).
         seed: seed of the crops and augmentations.
         augmentation_probability: probability of each flip and of the rotation.
+        cache: keep every stack in memory after its first read (whole sample), so that later
+            crops are cut from memory; for data sets of small patches that fit in RAM.
     """
 
     def __init__(
@@ -513,6 +515,7 @@ class PatchDataset:
         missing_inputs: str = "error",
         seed: int = 0,
         augmentation_probability: float = 0.5,
+        cache: bool = False,
     ) -> None:
         if not samples:
             raise InputError("no samples to read (check the manifest's splits)")
@@ -534,6 +537,8 @@ class PatchDataset:
         self.seed = int(seed)
         self.augmentation_probability = float(augmentation_probability)
         self.epoch = 0
+        self.cache = bool(cache)
+        self._cached: Dict[Tuple[str, str], np.ndarray] = {}
         self.filled_with_zeros: Dict[str, List[str]] = {"s1": [], "terrain": []}
         self._prepared = [self._prepare(s) for s in samples]
         have_masks = all(p.sample.has("cloud_mask") and p.sample.has("shadow_mask") for p in self._prepared)
@@ -634,25 +639,35 @@ class PatchDataset:
         p, window, _ = self._locate(index)
         return p.sample.id, window
 
+    def _read(self, p: _Prepared, role: str, window: Window, what: str) -> np.ndarray:
+        """Stack ``role`` of sample ``p`` over ``window`` (from memory when caching)."""
+        ref = p.sample.stacks[role]
+        if not self.cache:
+            return read_stack(ref, p.grid, window, what)
+        key = (p.sample.id, role)
+        if key not in self._cached:
+            self._cached[key] = read_stack(ref, p.grid, Window(0, 0, p.grid.width, p.grid.height), what)
+        r, c = int(window.row_off), int(window.col_off)
+        return self._cached[key][:, r:r + int(window.height), c:c + int(window.width)].copy()
+
     def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
         p, window, rng = self._locate(int(index))
         s = p.sample
         size = self.patch_size
         raw: Dict[str, np.ndarray] = {}
         if self.s2_bands:
-            cloudy = read_stack(s.stacks["cloudy"], p.grid, window, f"sample {s.id}: cloudy image") + s.s2_offset
+            cloudy = self._read(p, "cloudy", window, f"sample {s.id}: cloudy image") + s.s2_offset
             raw["s2"] = cloudy[p.s2_index]
             if self.output_bands != self.s2_bands:
                 raw["cloudy"] = cloudy[p.out_index]
-        raw["target"] = read_stack(s.stacks["target"], p.grid, window, f"sample {s.id}: target")[p.out_index] \
-            + s.s2_offset
+        raw["target"] = self._read(p, "target", window, f"sample {s.id}: target")[p.out_index] + s.s2_offset
         if self.s1_bands and p.s1_index:
-            raw["s1"] = read_stack(s.stacks["s1"], p.grid, window, f"sample {s.id}: S1")[p.s1_index]
+            raw["s1"] = self._read(p, "s1", window, f"sample {s.id}: S1")[p.s1_index]
         if self.terrain_bands and p.terrain_index:
-            raw["terrain"] = read_stack(s.stacks["terrain"], p.grid, window, f"sample {s.id}: terrain")[p.terrain_index]
+            raw["terrain"] = self._read(p, "terrain", window, f"sample {s.id}: terrain")[p.terrain_index]
         if self.with_masks:
             for role in ("cloud_mask", "shadow_mask"):
-                m = read_stack(s.stacks[role], p.grid, window, f"sample {s.id}: {role}")[:1]
+                m = self._read(p, role, window, f"sample {s.id}: {role}")[:1]
                 raw[role] = (np.nan_to_num(m, nan=0.0) > 0).astype(np.float32)
         if rng is not None and self.augmentation_probability > 0:
             raw = augment(raw, rng, self._aspect if "terrain" in raw else None, self.augmentation_probability)

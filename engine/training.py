@@ -145,6 +145,8 @@ class TrainConfig:
         translator_weights: ``cr_gan``: weights of a trained ``sar2opt_gan`` for its translator.
         grad_clip: clip the gradient norm to this value (None: no clipping).
         deterministic: on CUDA, ask cuDNN for deterministic algorithms.
+        cache_data: keep the training and validation stacks in memory after their first read
+            (small patch data sets; see :class:`~topoclear.engine.patch_dataset.PatchDataset`).
         description: free text for the model card.
     """
 
@@ -179,6 +181,7 @@ class TrainConfig:
     translator_weights: Optional[str] = None
     grad_clip: Optional[float] = None
     deterministic: bool = False
+    cache_data: bool = False
     description: str = ""
 
     def resolved(self) -> "TrainConfig":
@@ -605,7 +608,7 @@ def _datasets(config: TrainConfig, layout, data: DataArg, val_data: Optional[Dat
     s2 = layout.s2 if "s2" in layout.inputs else ()
     common = dict(s2_bands=s2, output_bands=layout.output, s1_bands=layout.s1, terrain_bands=layout.terrain,
                   scaling=spec.scaling, patch_size=config.patch_size, masks=masks,
-                  missing_inputs=config.missing_inputs, seed=config.seed)
+                  missing_inputs=config.missing_inputs, seed=config.seed, cache=config.cache_data)
     info: dict = {}
     if isinstance(data, PatchDataset):
         train_ds = data

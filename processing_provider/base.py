@@ -1,8 +1,9 @@
 """Shared plumbing of TopoClear Processing algorithms: inputs as file paths, progress, errors, styles."""
 from __future__ import annotations
 
+import importlib.util
 import os
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterNumber,
                        QgsProcessingParameterDefinition)
@@ -12,6 +13,24 @@ from ..engine.errors import Cancelled, TopoClearError
 from ..engine.progress import Monitor
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "ui", "icons", "topoclear.svg")
+
+
+TORCH_HELP = ("Install them for the Python this QGIS uses (CPU: pip install torch safetensors --index-url "
+              "https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple; with an NVIDIA GPU: "
+              "pip install torch safetensors), or start QGIS from the TopoClear virtual environment (see the "
+              "README), then restart QGIS.")
+
+
+def missing_torch_packages() -> List[str]:
+    """The packages of the PyTorch algorithms (torch, safetensors) that this Python cannot import."""
+    missing = []
+    for name in ("torch", "safetensors"):
+        try:
+            if importlib.util.find_spec(name) is None:
+                missing.append(name)
+        except (ImportError, ValueError):  # ValueError: sys.modules[name] is None
+            missing.append(name)
+    return missing
 
 
 class TopoClearAlgorithm(QgsProcessingAlgorithm):
@@ -95,3 +114,14 @@ class TopoClearAlgorithm(QgsProcessingAlgorithm):
             from ..ui.styles import post_processor
 
             context.layerToLoadOnCompletionDetails(output_path).setPostProcessor(post_processor(style))
+
+
+class TorchAlgorithm(TopoClearAlgorithm):
+    """An algorithm that runs PyTorch: listed always, runnable only where torch can be imported."""
+
+    def canExecute(self):  # noqa: N802
+        missing = missing_torch_packages()
+        if missing:
+            return False, (f"{self.displayName()} needs PyTorch: the Python of this QGIS cannot import "
+                           f"{', '.join(missing)}. {TORCH_HELP}")
+        return True, ""

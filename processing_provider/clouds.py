@@ -18,11 +18,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink,
                        QgsProcessingParameterString, QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 
-from .base import TopoClearAlgorithm
-
-TORCH_HINT = ("Cloud removal needs PyTorch, which the Python of this QGIS cannot import. Install it for that "
-              "Python (CPU: pip install torch --index-url https://download.pytorch.org/whl/cpu; with an NVIDIA GPU: "
-              "pip install torch), or start QGIS from the TopoClear virtual environment (see the README).")
+from .base import TorchAlgorithm
 
 MODEL_KEYS = ["crt_unet", "unet", "dsen2cr", "cr_gan", "sar2opt_gan"]
 MODEL_LABELS = [
@@ -52,14 +48,6 @@ AMP_LABELS = ["Automatic (CUDA: float16 when within tolerance of float32)", "Off
 EVAL_MASK_KEYS = ["auto", "scl", "raster"]
 EVAL_MASK_LABELS = ["Automatic (SCL if the file name says so, else non-zero = cloud)", "SCL classes 3, 8, 9, 10",
                     "Non-zero = cloud or shadow"]
-
-
-def torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except Exception:  # ImportError, or a broken install raising OSError
-        return False
-    return True
 
 
 def _model_help() -> str:
@@ -134,14 +122,9 @@ def _post_processor(path: str) -> TrueColourPostProcessor:
 # --------------------------------------------------------------------------------------------
 # algorithms
 # --------------------------------------------------------------------------------------------
-class CloudAlgorithm(TopoClearAlgorithm):
+class CloudAlgorithm(TorchAlgorithm):
     GROUP = "Clouds"
     GROUP_ID = "clouds"
-
-    def canExecute(self):  # noqa: N802
-        if not torch_available():
-            return False, TORCH_HINT
-        return True, ""
 
 
 def parse_band_list(text: str):

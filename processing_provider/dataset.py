@@ -24,8 +24,8 @@ OPTIONAL_RASTERS = (
 class BuildDatasetAlgorithm(TopoClearAlgorithm):
     NAME = "builddataset"
     DISPLAY = "Build cloud-removal training patches"
-    GROUP = "Cloud removal"
-    GROUP_ID = "cloudremoval"
+    GROUP = "Cloud removal training"
+    GROUP_ID = "cloudtraining"
     HELP = (
         "<p>Cuts aligned <b>256 x 256 patch stacks</b> (cloudy Sentinel-2, its cloud-free target and, when given, "
         "Sentinel-1, the terrain stack and cloud / shadow masks) from your scenes and splits them into "

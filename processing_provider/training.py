@@ -5,7 +5,6 @@ torch is imported only when the algorithm runs; without it the algorithm is stil
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 
 from qgis.core import (QgsProcessingException, QgsProcessingOutputFile, QgsProcessingOutputNumber,
@@ -13,32 +12,16 @@ from qgis.core import (QgsProcessingException, QgsProcessingOutputFile, QgsProce
                        QgsProcessingParameterFileDestination, QgsProcessingParameterFolderDestination,
                        QgsProcessingParameterNumber, QgsProcessingParameterString)
 
-from .base import TopoClearAlgorithm
+from .base import TorchAlgorithm, missing_torch_packages
 
 #: Models offered when torch is missing (the registry needs torch to be read).
 FALLBACK_MODELS = ("crt_unet", "cr_gan", "dsen2cr", "sar2opt_gan", "unet")
 #: Loss choices; index 0 keeps the paper's loss.
 LOSS_CHOICES = ("paper default", "l1", "carl", "tmarl", "l1_ssim", "ssim", "cgan")
-TORCH_HELP = ("PyTorch is not installed in the Python that QGIS uses. Install the CPU build with "
-              "'python3 -m pip install torch --index-url https://download.pytorch.org/whl/cpu' (or a CUDA build "
-              "from pytorch.org for a GPU), plus 'safetensors', then restart QGIS.")
-
-
-def missing_packages() -> list:
-    """Python packages training needs that cannot be imported."""
-    missing = []
-    for name in ("torch", "safetensors"):
-        try:
-            if importlib.util.find_spec(name) is None:
-                missing.append(name)
-        except (ImportError, ValueError):
-            missing.append(name)
-    return missing
-
 
 def model_names() -> list:
     """Registered model names (the fallback list when torch is missing)."""
-    if missing_packages():
+    if missing_torch_packages():
         return list(FALLBACK_MODELS)
     try:
         from ..models.registry import list_models
@@ -48,11 +31,11 @@ def model_names() -> list:
         return list(FALLBACK_MODELS)
 
 
-class TrainModelAlgorithm(TopoClearAlgorithm):
+class TrainModelAlgorithm(TorchAlgorithm):
     NAME = "trainmodel"
     DISPLAY = "Train cloud-removal model"
-    GROUP = "Cloud removal"
-    GROUP_ID = "cloudremoval"
+    GROUP = "Cloud removal training"
+    GROUP_ID = "cloudtraining"
     HELP = (
         "<p>Trains one of TopoClear's cloud-removal networks on your own patches and writes its weights "
         "(<b>.safetensors</b>) with a <b>model card</b> (.json beside them: architecture, bands, value scaling, "
@@ -120,12 +103,6 @@ class TrainModelAlgorithm(TopoClearAlgorithm):
         self.addOutput(QgsProcessingOutputFile("MODEL_CARD", "Model card (JSON)"))
         self.addOutput(QgsProcessingOutputNumber("VAL_LOSS", "Final validation loss"))
         self.addOutput(QgsProcessingOutputNumber("EPOCHS_DONE", "Epochs completed"))
-
-    def canExecute(self):  # noqa: N802
-        missing = missing_packages()
-        if missing:
-            return False, f"Missing Python package(s): {', '.join(missing)}. {TORCH_HELP}"
-        return True, ""
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         ok, message = self.canExecute()

@@ -2,9 +2,13 @@
 
     .venv/bin/python scripts/demo.py [--out demo-output] [--data ../shared/data]
 
-Terrain: slope, aspect and hillshade of the SRTM DEM of the San Gabriel Mountains, the hillshade
-lit by the sun of Sentinel-2 tile T11SLT (the tile that holds those mountains, 26 August 2015),
-and the terrain stack on that tile's 10 m grid over the DEM.
+1. Terrain: slope, aspect and hillshade of the SRTM DEM of the San Gabriel Mountains, the
+   hillshade lit by the sun of Sentinel-2 tile T11SLT (the tile that holds those mountains,
+   26 August 2015), and the terrain stack on that tile's 10 m grid over the DEM.
+2. Snow: NDSI, snow map and snow statistics of the BigEarthNet patch of southern Finland in
+   February (snow-covered, separate band files).
+3. Cloud removal with the shipped weights, snow maps before and after, and the evaluation
+   against a clear reference (:mod:`demo_clouds`).
 """
 from __future__ import annotations
 
@@ -79,6 +83,22 @@ def terrain(processing, data: Path, out: Path) -> dict:
     return {name: r["OUTPUT"] for name, r in results.items()}
 
 
+def snow(processing, data: Path, out: Path) -> dict:
+    """NDSI, snow map (NDSI threshold + red test) with fractional snow cover, and snow statistics."""
+    patch = data / "bigearthnet" / "BigEarthNet-S2-Example" / "S2B_MSIL2A_20180204T94161_57_38"
+    green = next(patch.glob("*_B03.tif"))
+    ndsi = processing.run("topoclear:ndsi", {"INPUT": str(green), "OUTPUT": str(out / "ndsi_finland_feb.tif")})
+    snowmap = processing.run("topoclear:snowmap", {"INPUT": str(green), "METHOD": 1,
+                                                   "OUTPUT": str(out / "snowmap_finland_feb.tif"),
+                                                   "FSC": str(out / "fsc_finland_feb.tif")})
+    stats = processing.run("topoclear:snowstats", {"INPUT": snowmap["OUTPUT"], "OUTPUT_TABLE": "TEMPORARY_OUTPUT",
+                                                   "OUTPUT_CSV": str(out / "snowstats_finland_feb.csv")})
+    print(f"Snow, Finland February patch: {stats['SNOW_AREA_KM2']:.3f} km2 of snow "
+          f"({stats['SNOW_PERCENT']:.1f} % of the valid area)")
+    return {"NDSI": ndsi["OUTPUT"], "snow map": snowmap["OUTPUT"], "snow fraction": snowmap["FSC"],
+            "snow statistics": stats["OUTPUT_CSV"]}
+
+
 def describe(path: str) -> str:
     with rasterio.open(path) as ds:
         first = ds.read(1, masked=True)
@@ -98,9 +118,15 @@ def main() -> int:
     app, processing, plugin = start_qgis()
     try:
         outputs = terrain(processing, args.data, args.out)
-        print("TopoClear demo outputs:")
+        outputs.update(snow(processing, args.data, args.out))
+        print("Terrain and snow outputs:")
         for name, path in outputs.items():
-            print(f"  {name:14s} {path}\n  {'':14s} {describe(path)}")
+            print(f"  {name:15s} {path}")
+            if path.endswith(".tif"):
+                print(f"  {'':15s} {describe(path)}")
+        from demo_clouds import cloud_removal_demo
+
+        cloud_removal_demo(processing, args.data, args.out / "clouds")
     finally:
         plugin.unload()
         app.exitQgis()

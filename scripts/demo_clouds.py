@@ -1,7 +1,5 @@
 """Cloud-removal part of the TopoClear demo: terrain stack, cloud removal, snow before/after, evaluation.
 
-    .venv/bin/python scripts/demo_clouds.py [--out demo-output] [--data ../shared/data]
-
 ``scripts/demo.py`` calls :func:`cloud_removal_demo` with its running Processing. The chain runs
 the plugin's algorithms headless on the real samples with the weights shipped in
 ``models/weights/`` (``<model>.safetensors`` trained with Sentinel-1, ``<model>_nosar.safetensors``
@@ -23,8 +21,6 @@ without); steps whose weights are not shipped are skipped and the demo says so.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -161,26 +157,3 @@ def cloud_removal_demo(processing, data: Path, out: Path) -> Dict[str, str]:
         print(f"    {name}: {path}")
     return outputs
 
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description="Run the cloud-removal part of the TopoClear demo.")
-    parser.add_argument("--out", type=Path, default=ROOT / "demo-output")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    args = parser.parse_args()
-    if not (args.data / "sen12ms-cr").is_dir():
-        print(f"sample data not found under {args.data}; pass --data", file=sys.stderr)
-        return 2
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from demo import start_qgis
-
-    app, processing, plugin = start_qgis()
-    try:
-        cloud_removal_demo(processing, args.data, args.out)
-    finally:
-        plugin.unload()
-        app.exitQgis()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -149,3 +149,16 @@ def test_training_state_round_trip_and_refuses_arbitrary_objects(tmp_path):
         load_training_state(tmp_path / "last")
     with pytest.raises(InputError, match="no training state"):
         load_training_state(tmp_path / "other")
+
+
+def test_half_precision_weights_load_into_a_float32_model(tmp_path):
+    model = small_unet().eval()
+    weights, card_path = save_model(tmp_path / "unet_half.safetensors", model, half=True)
+    full, _ = save_model(tmp_path / "unet_full.safetensors", model)
+    assert weights.stat().st_size < 0.6 * full.stat().st_size
+    assert json.loads(card_path.read_text())["weights"]["dtype"] == "float16"
+    loaded, _ = load_model(weights)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = {"s2": torch.rand(1, 4, 32, 32), "s1": torch.rand(1, 2, 32, 32)}
+    with torch.no_grad():
+        assert torch.allclose(loaded(**x), model(**x), atol=2e-2)

@@ -81,7 +81,7 @@ def test_remove_clouds_from_the_toolbox(run_alg, weights, tmp_path):
         run_alg("topoclear:removeclouds", INPUT=str(s2), S1=str(s1), MODEL=MODEL_INDEX["crt_unet"],
                 OUTPUT=str(tmp_path / "x.tif"))
     with pytest.raises(QgsProcessingException, match="no trained weights are shipped"):
-        run_alg("topoclear:removeclouds", INPUT=str(s2), S1=str(s1), MODEL=MODEL_INDEX["unet"],
+        run_alg("topoclear:removeclouds", INPUT=str(s2), S1=str(s1), MODEL=MODEL_INDEX["cr_gan"],
                 OUTPUT=str(tmp_path / "x.tif"))
     assert not (tmp_path / "x.tif").exists()
 
@@ -157,12 +157,12 @@ def test_evaluate_table_and_report(run_alg, tmp_path):
 
 
 def test_no_torch_import_until_run_and_can_execute_says_how_to_install(topoclear_provider, monkeypatch):
-    import topoclear.processing_provider.clouds as clouds
+    import topoclear.processing_provider.base as base
 
     alg = topoclear_provider.algorithm("removeclouds")
     assert alg is not None and alg.group() == "Clouds"
     assert alg.canExecute() == (True, "")
-    monkeypatch.setattr(clouds, "torch_available", lambda: False)
+    monkeypatch.setattr(base, "missing_torch_packages", lambda: ["torch"])
     ok, message = alg.canExecute()
     assert not ok and "PyTorch" in message and "pip install torch" in message
     # a Python where torch cannot be imported still loads the provider and lists the algorithms
@@ -205,3 +205,39 @@ def test_qgis_process_runs_removeclouds(qgis_process, weights, tmp_path):
                           f"OUTPUT={tmp_path / 'gpu.tif'}", check=False)
     if not torch.cuda.is_available():
         assert failed.returncode != 0 and "sees no CUDA GPU" in failed.stdout + failed.stderr
+
+
+def test_cloud_removal_then_snow_map_in_a_modeler_model(run_alg, weights, tmp_path):
+    """A graphical-modeler model chaining removeclouds into snowmap runs like any algorithm."""
+    from qgis.core import (QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm,
+                           QgsProcessingModelChildParameterSource, QgsProcessingModelOutput,
+                           QgsProcessingModelParameter, QgsProcessingParameterRasterLayer)
+
+    static = QgsProcessingModelChildParameterSource.fromStaticValue
+    model = QgsProcessingModelAlgorithm("Clear clouds and map snow", "TopoClear tests")
+    model.addModelParameter(QgsProcessingParameterRasterLayer("s2", "Sentinel-2"), QgsProcessingModelParameter("s2"))
+    clouds = QgsProcessingModelChildAlgorithm("topoclear:removeclouds")
+    clouds.setChildId("clouds")
+    clouds.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("s2")])
+    for name, value in (("MODEL", MODEL_INDEX["dsen2cr"]), ("WEIGHTS", weights["dsen2cr_nosar"]),
+                        ("TILE_SIZE", 128), ("DEVICE", "cpu")):
+        clouds.addParameterSources(name, [static(value)])
+    model.addChildAlgorithm(clouds)
+    snow = QgsProcessingModelChildAlgorithm("topoclear:snowmap")
+    snow.setChildId("snow")
+    snow.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromChildOutput("clouds", "OUTPUT")])
+    snow.addParameterSources("METHOD", [static(1)])
+    output = QgsProcessingModelOutput("snow map")
+    output.setChildId("snow")
+    output.setChildOutputName("OUTPUT")
+    snow.setModelOutputs({"snow map": output})
+    model.addChildAlgorithm(snow)
+    assert model.dependsOnChildAlgorithms("snow") == {"clouds"}
+
+    out = tmp_path / "snow.tif"
+    result = run_alg(model, s2=str(data_path(*S2)), **{"snow:snow map": str(out)})
+    assert result["snow:snow map"] == str(out)
+    with rasterio.open(out) as ds, rasterio.open(data_path(*S2)) as src:
+        classes = set(np.unique(ds.read(1)).tolist())
+        assert (ds.width, ds.height, ds.crs) == (src.width, src.height, src.crs)
+    assert classes <= {0, 100, 205, 255} and 0 in classes

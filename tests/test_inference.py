@@ -323,12 +323,12 @@ def test_optical_only_variant_is_chosen_without_sentinel1(tmp_path, monkeypatch)
     s2, _ = scene(tmp_path, 96, 96, dtype="uint16")
     choice = resolve_model("dsen2cr", has_s1=False, allow_untrained=True, options={"features": 8, "blocks": 1})
     assert choice.model.input_layout.s1 == () and "optical-only variant" in choice.notes[0]
-    with pytest.raises(InputError, match="no trained weights are shipped for DSen2-CR"):
-        resolve_model("dsen2cr", has_s1=False)
     with pytest.raises(InputError, match="needs a DEM"):
         resolve_model("crt_unet", has_dem=False, allow_untrained=True)
-    # shipped weights: <model>_nosar.safetensors is picked when there is no Sentinel-1
     monkeypatch.setattr(inference, "WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(InputError, match="no trained weights are shipped for DSen2-CR"):
+        resolve_model("dsen2cr", has_s1=False)
+    # shipped weights: <model>_nosar.safetensors is picked when there is no Sentinel-1
     checkpoints.save_model(tmp_path / "dsen2cr_nosar", _with_options(small_dsen2cr(0), features=16, blocks=4))
     choice = resolve_model("dsen2cr", has_s1=False)
     assert choice.weights.endswith("dsen2cr_nosar.safetensors")

@@ -193,6 +193,18 @@ def test_crops_depend_only_on_seed_epoch_and_index(manifests):
     assert not np.array_equal(a[3]["target"], b[3]["target"])
 
 
+def test_cached_stacks_give_the_same_items_as_reading_from_disk(manifests):
+    m = load_manifest(manifests["sen12mscr"])
+    kwargs = dict(s2_bands=L1C_BANDS, output_bands=TEN, patch_size=32, seed=3)
+    disk, memory = PatchDataset(m.split("train"), **kwargs), PatchDataset(m.split("train"), cache=True, **kwargs)
+    for epoch in (0, 1):
+        disk.set_epoch(epoch), memory.set_epoch(epoch)
+        for i in range(len(disk)):
+            a, b = disk[i], memory[i]
+            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert memory._cached and not disk._cached
+
+
 def test_validation_crops_are_fixed_and_cover_the_image(manifests):
     m = load_manifest(manifests["bigearthnet"])
     ds = PatchDataset(m.split("train"), s2_bands=TEN, output_bands=TEN, s1_bands=("VV", "VH"), patch_size=64,

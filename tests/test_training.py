@@ -269,7 +269,7 @@ def test_each_model_learns_on_the_real_samples(model, manifests, proof_dir):
 # ---------------------------------------------------------------------------------------------- Processing / CLI
 def test_trainmodel_is_in_the_provider(topoclear_provider):
     alg = topoclear_provider.algorithm("trainmodel")
-    assert alg is not None and alg.group() == "Cloud removal" and alg.groupId() == "cloudremoval"
+    assert alg is not None and alg.group() == "Cloud removal training" and alg.groupId() == "cloudtraining"
     assert "safetensors" in alg.shortHelpString() and "paper" in alg.shortHelpString()
     assert alg.canExecute()[0] is True
     names = {p.name() for p in alg.parameterDefinitions()}

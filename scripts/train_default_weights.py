@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Train the default cloud-removal weights shipped in ``models/weights/``.
+
+    .venv/bin/python scripts/build_training_data.py          # once: build/training-data
+    .venv/bin/python scripts/train_default_weights.py        # all five recipes, then
+    .venv/bin/python scripts/evaluate_models.py --update-results
+
+Each recipe (:data:`RECIPES`) names the registry model, its band layout, the samples it trains
+on and the training settings; everything else is the training engine's
+(:mod:`topoclear.engine.training`) with the paper's optimiser, learning rate and loss. The
+weights are written as float16 safetensors with the JSON model card beside them.
+
+The shipped networks are **compact** versions of the papers' architectures (the same layers,
+fewer channels; see :data:`COMPACT_UNET` and :data:`COMPACT_DSEN2CR`) because they are trained
+on a CPU: at the papers' widths a CPU gets through a few hundred steps in the same time. The
+papers' widths are the registry defaults: train them with ``scripts/train.py`` on a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "build" / "plugins"))
+
+from topoclear.engine.checkpoints import read_card, save_model  # noqa: E402
+from topoclear.engine.patch_dataset import load_manifest  # noqa: E402
+from topoclear.engine.progress import Monitor  # noqa: E402
+from topoclear.engine.s2_bands import TEN_BAND_ORDER  # noqa: E402
+from topoclear.engine.training import TrainConfig, paper_defaults, train  # noqa: E402
+from topoclear.models.registry import S1_BANDS, TERRAIN_BANDS  # noqa: E402
+
+#: UNet / CRT-UNet of the shipped weights: the paper's widths (32, 64, 128, 256, 512, 616) / 4, and
+#: a prediction added to the cloudy input (``residual``), which starts from the identity and
+#: converges in the few thousand steps a CPU run affords.
+COMPACT_UNET = {"widths": [8, 16, 32, 64, 128, 154], "residual": True}
+#: DSen2-CR of the shipped weights: 16 residual blocks as in the paper, 32 features instead of 256.
+COMPACT_DSEN2CR = {"features": 32, "blocks": 16}
+#: Source names (substrings of a sample's ``source``) of the terrain-aware scenes, the only
+#: samples with Sentinel-1 and terrain.
+SEMI_SYNTHETIC = "semi-synthetic"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One shipped weights file: ``<name>.safetensors`` + ``<name>.json``."""
+
+    name: str
+    model: str
+    s1: bool
+    terrain: bool
+    options: Dict
+    steps: int
+    patch_size: int
+    sources: Optional[Tuple[str, ...]] = None  # None: every sample of the manifest
+    epochs: int = 10
+    loss_params: Dict = field(default_factory=dict)
+
+    def config(self, samples: int, device: str, seed: int, scale: float) -> TrainConfig:
+        """Settings for ``samples`` training samples: ``steps`` optimiser steps (times ``scale``) in all."""
+        steps = max(1, int(round(self.steps * scale / self.epochs)))
+        batch = paper_defaults(self.model)["batch_size"]
+        return TrainConfig(
+            model=self.model, s2_bands=list(TEN_BAND_ORDER), s1_bands=list(S1_BANDS) if self.s1 else 0,
+            terrain_bands=list(TERRAIN_BANDS) if self.terrain else None, model_options=dict(self.options),
+            epochs=self.epochs, steps_per_epoch=steps, crops_per_sample=math.ceil(steps * batch / samples),
+            patch_size=self.patch_size,
+            val_crops=2, seed=seed, device=device, cache_data=True, description=self.describe())
+
+    def describe(self) -> str:
+        data = ("the semi-synthetic terrain-aware scenes (the only samples with Sentinel-1 and terrain)"
+                if self.sources else "all training samples: real SEN12MS-CR pairs, synthetic clouds on real clear "
+                                     "images and the semi-synthetic terrain-aware scenes")
+        return (f"TopoClear default weights '{self.name}': compact {self.model} ({self.options}), "
+                f"{'with' if self.s1 else 'without'} Sentinel-1, trained on {data} of "
+                "build/training-data (scripts/build_training_data.py, seed 0) by scripts/train_default_weights.py.")
+
+
+RECIPES: Dict[str, Recipe] = {r.name: r for r in (
+    Recipe("crt_unet", "crt_unet", s1=True, terrain=True, options=COMPACT_UNET, steps=3000, patch_size=128,
+           sources=(SEMI_SYNTHETIC,)),
+    Recipe("unet", "unet", s1=True, terrain=False, options=COMPACT_UNET, steps=3000, patch_size=128,
+           sources=(SEMI_SYNTHETIC,)),
+    Recipe("unet_nosar", "unet", s1=False, terrain=False, options=COMPACT_UNET, steps=3000, patch_size=128),
+    Recipe("dsen2cr", "dsen2cr", s1=True, terrain=False, options=COMPACT_DSEN2CR, steps=800, patch_size=64,
+           sources=(SEMI_SYNTHETIC,)),
+    Recipe("dsen2cr_nosar", "dsen2cr", s1=False, terrain=False, options=COMPACT_DSEN2CR, steps=800, patch_size=64),
+)}
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPU threads ({cpu}), {gpu}, torch {torch.__version__}"
+
+
+def run(recipe: Recipe, manifest, out_dir: Path, device: str, seed: int, scale: float) -> Path:
+    samples = [s for s in manifest.samples
+               if recipe.sources is None or any(src in s.source for src in recipe.sources)]
+    config = recipe.config(sum(s.split == "train" for s in samples), device, seed, scale)
+    start = time.perf_counter()
+
+    def progress(p: float) -> None:
+        print(f"\r{recipe.name}: {p:5.1f} % ({time.perf_counter() - start:.0f} s)", end="", flush=True)
+
+    result = train(config, samples, Monitor(progress, None, lambda m: print(f"\n{m}", flush=True)))
+    print()
+    card = dict(result.card)
+    card["training"]["hardware"] = machine()
+    card["training"]["command"] = f"scripts/train_default_weights.py --only {recipe.name} --seed {seed}"
+    card["training"]["data"]["sources"] = list(recipe.sources) if recipe.sources else "all"
+    weights, card_path = save_model(out_dir / f"{recipe.name}.safetensors", result.model, card, half=True)
+    print(f"{recipe.name}: {weights} ({weights.stat().st_size / 1e6:.1f} MB), card {card_path}; "
+          f"validation loss {result.initial_val_loss:.4f} -> {result.final_val_loss:.4f} "
+          f"in {card['training']['training_time_s']:.0f} s")
+    return weights
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(REPO / "build" / "training-data"),
+                        help="training data folder or manifest (scripts/build_training_data.py)")
+    parser.add_argument("--out", default=str(REPO / "models" / "weights"), help="folder of the weights")
+    parser.add_argument("--only", action="append", choices=sorted(RECIPES), help="train only these (repeatable)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps-scale", type=float, default=1.0,
+                        help="multiply every recipe's number of steps (e.g. 10 on a GPU)")
+    args = parser.parse_args(argv)
+    manifest = load_manifest(args.data)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.only or list(RECIPES):
+        run(RECIPES[name], manifest, out, args.device, args.seed, args.steps_scale)
+        read_card(out / f"{name}.json")  # the card is readable as written
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
