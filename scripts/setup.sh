@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 APT_PACKAGES=(qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-rasterio
-              python3-pytest python3-venv python3-scipy python3-skimage xvfb xauth imagemagick)
+              python3-pytest python3-venv python3-scipy python3-skimage xvfb xauth imagemagick time)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import List, Optional
 
-from qgis.core import QgsApplication, QgsMapLayerProxyModel, QgsProcessingUtils, QgsProject, QgsRasterLayer
-from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox, QgsSpinBox
+from qgis.core import QgsProject, QgsRasterLayer
+from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsSpinBox
 from qgis.PyQt import sip
-from qgis.PyQt.QtCore import Qt, pyqtSignal
-from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPlainTextEdit,
-                                 QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QPlainTextEdit, QVBoxLayout, QWidget
 
 from .cloud_task import CloudRemovalTask
+from .task_dock import TaskDock, file_of, raster_combo
 
 MODELS = [("crt_unet", "CRT-UNet (S2 + S1 + terrain)"), ("unet", "UNet (S2 + S1)"),
           ("dsen2cr", "DSen2-CR (S2 + S1, residual)"), ("cr_gan", "Cloud-removal GAN (RGB + S1)"),
@@ -36,7 +34,7 @@ def _cuda_devices() -> List[tuple]:
     return [(f"cuda:{i}", f"cuda:{i} - {torch.cuda.get_device_name(i)}") for i in range(torch.cuda.device_count())]
 
 
-class CloudDock(QgsDockWidget):
+class CloudDock(TaskDock):
     """Pick the Sentinel-2 layer (and Sentinel-1, DEM, cloud mask), the model and the device, and run.
 
     The run is a :class:`CloudRemovalTask` in QGIS's task manager (progress bar, Cancel, the device
@@ -44,37 +42,25 @@ class CloudDock(QgsDockWidget):
     ``runFinished(ok, message)`` is emitted when a run ends, after the layer was added.
     """
 
-    runFinished = pyqtSignal(bool, str)
+    OUTPUT_PREFIX = "cloudfree"
 
     def __init__(self, iface, parent=None) -> None:
-        super().__init__("Cloud removal", parent or (iface.mainWindow() if iface is not None else None))
-        self.setObjectName("TopoClearCloudDock")
-        self.iface = iface
-        self._task: Optional[CloudRemovalTask] = None
+        super().__init__("Cloud removal", "TopoClearCloudDock", iface, parent)
         self.last_report = None
-        self.last_layer_id: Optional[str] = None
         self.extra_options: dict = {}  # engine keyword arguments added to every run (tests)
         self._torch_checked = False  # PyTorch is imported when the dock is first shown, not at QGIS start
         self._build()
 
     # -- widgets ------------------------------------------------------------------------------------
-    def _combo(self, allow_empty: bool) -> QgsMapLayerComboBox:
-        combo = QgsMapLayerComboBox()
-        combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        if allow_empty:
-            combo.setAllowEmptyLayer(True)
-            combo.setLayer(None)
-        return combo
-
     def _build(self) -> None:
         body = QWidget()
         layout = QVBoxLayout(body)
         form = QFormLayout()
-        self.s2_combo = self._combo(False)
+        self.s2_combo = raster_combo(False)
         form.addRow("Sentinel-2 (cloudy)", self.s2_combo)
-        self.s1_combo = self._combo(True)
+        self.s1_combo = raster_combo(True)
         form.addRow("Sentinel-1 (VV, VH)", self.s1_combo)
-        self.dem_combo = self._combo(True)
+        self.dem_combo = raster_combo(True)
         form.addRow("DEM", self.dem_combo)
         self.metadata_widget = QgsFileWidget()
         self.metadata_widget.setFilter("Sentinel-2 metadata (MTD_TL.xml MTD_MSIL1C.xml MTD_MSIL2A.xml)")
@@ -84,7 +70,7 @@ class CloudDock(QgsDockWidget):
         for key, label in MASKS:
             self.mask_mode.addItem(label, key)
         form.addRow("Cloud mask", self.mask_mode)
-        self.mask_combo = self._combo(True)
+        self.mask_combo = raster_combo(True)
         form.addRow("Mask raster", self.mask_combo)
         self.model_combo = QComboBox()
         form.addRow("Model", self.model_combo)
@@ -127,29 +113,10 @@ class CloudDock(QgsDockWidget):
         tform.addRow("Coverage", self.coverage_combo)
         layout.addWidget(tiles)
 
-        out = QFormLayout()
-        self.output_widget = QgsFileWidget()
-        self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
-        self.output_widget.setFilter("GeoTIFF (*.tif *.tiff)")
-        self.output_widget.lineEdit().setPlaceholderText("[temporary file]")
-        out.addRow("Cloud-free image", self.output_widget)
-        layout.addLayout(out)
-
-        buttons = QHBoxLayout()
-        self.run_button = QPushButton("Run")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout.addLayout(buttons)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        layout.addWidget(self.progress)
+        self.add_output_row(layout, "Cloud-free image")
+        self.add_run_controls(layout)
         self.device_label = QLabel("Device: -")
         layout.addWidget(self.device_label)
-        self.result_label = QLabel("")
-        self.result_label.setWordWrap(True)
-        self.result_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         layout.addWidget(self.result_label)
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
@@ -157,23 +124,12 @@ class CloudDock(QgsDockWidget):
         self.log.setMinimumHeight(80)
         layout.addWidget(self.log)
 
-        for combo in body.findChildren(QComboBox):  # long names must not widen the dock
-            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-            combo.setMinimumContentsLength(12)
-        for widget in (self.metadata_widget, self.weights_widget, self.output_widget):
-            widget.setMinimumWidth(120)
-        scroll = QScrollArea()
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(body)
-        self.setWidget(scroll)
+        self.set_body(body)
 
         self.s1_combo.layerChanged.connect(self._inputs_changed)
         self.dem_combo.layerChanged.connect(self._inputs_changed)
         self.model_combo.currentIndexChanged.connect(self._model_changed)
         self.mask_mode.currentIndexChanged.connect(self._mask_changed)
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
         self._inputs_changed()
         self._mask_changed()
 
@@ -239,22 +195,6 @@ class CloudDock(QgsDockWidget):
         self.mask_combo.setEnabled(self.mask_mode.currentData() in ("auto", "scl", "raster"))
 
     # -- running ------------------------------------------------------------------------------------
-    @staticmethod
-    def _file_of(layer, role: str) -> Optional[str]:
-        if layer is None:
-            return None
-        if layer.providerType() != "gdal":
-            raise ValueError(f"{role}: layer '{layer.name()}' comes from the '{layer.providerType()}' provider; "
-                             "save it as a GeoTIFF first")
-        return layer.source().split("|")[0]
-
-    def _output_path(self) -> str:
-        chosen = self.output_widget.filePath().strip()
-        if chosen:
-            return chosen if chosen.lower().endswith((".tif", ".tiff")) else chosen + ".tif"
-        return os.path.join(QgsProcessingUtils.tempFolder(), f"cloudfree_{time.strftime('%Y%m%d_%H%M%S')}_"
-                                                             f"{int(time.time() * 1000) % 1000:03d}.tif")
-
     def engine_arguments(self) -> dict:
         from ..engine.inference import InferenceOptions
 
@@ -265,7 +205,7 @@ class CloudDock(QgsDockWidget):
         if model is None:
             raise ValueError("No model fits the inputs: add a Sentinel-1 layer or a DEM")
         mask_kind = self.mask_mode.currentData()
-        mask = self._file_of(self.mask_combo.currentLayer(), "Cloud mask") if mask_kind in ("auto", "scl",
+        mask = file_of(self.mask_combo.currentLayer(), "Cloud mask") if mask_kind in ("auto", "scl",
                                                                                             "raster") else None
         if mask_kind in ("scl", "raster") and mask is None:
             raise ValueError("Choose the cloud mask raster (or another cloud mask option)")
@@ -273,10 +213,10 @@ class CloudDock(QgsDockWidget):
                                    overlap=None if self.overlap_spin.value() < 0 else self.overlap_spin.value(),
                                    batch_size=self.batch_spin.value() or None, device=self.device_combo.currentData(),
                                    keep_clear=self.keep_clear.isChecked(), policy=self.coverage_combo.currentData())
-        kwargs = dict(s2=self._file_of(layer, "Sentinel-2 layer"), output=self._output_path(), model=model,
+        kwargs = dict(s2=file_of(layer, "Sentinel-2 layer"), output=self.output_path(), model=model,
                       weights=self.weights_widget.filePath().strip() or None,
-                      s1=self._file_of(self.s1_combo.currentLayer(), "Sentinel-1 layer"),
-                      dem=self._file_of(self.dem_combo.currentLayer(), "DEM"), mask=mask, mask_kind=mask_kind,
+                      s1=file_of(self.s1_combo.currentLayer(), "Sentinel-1 layer"),
+                      dem=file_of(self.dem_combo.currentLayer(), "DEM"), mask=mask, mask_kind=mask_kind,
                       metadata=self.metadata_widget.filePath().strip() or None, options=options)
         kwargs.update(self.extra_options)
         return kwargs
@@ -287,24 +227,15 @@ class CloudDock(QgsDockWidget):
         try:
             kwargs = self.engine_arguments()
         except ValueError as exc:
-            self._show(False, str(exc))
+            self.show_result(False, str(exc))
             return
         layer = self.s2_combo.currentLayer()
         self._layer_name = f"Cloud-free - {layer.name()}"
-        self._task = CloudRemovalTask(f"Cloud removal of {layer.name()}", kwargs, self._done)
-        self._task.progressChanged.connect(self._progress)
-        self._task.message.connect(self._message)
-        self.progress.setValue(0)
+        task = CloudRemovalTask(f"Cloud removal of {layer.name()}", kwargs, self._done)
+        task.message.connect(self._message)
         self.log.clear()
         self.device_label.setText("Device: starting...")
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.result_label.setText("Running...")
-        QgsApplication.taskManager().addTask(self._task)
-
-    def _progress(self, value: float) -> None:
-        if not sip.isdeleted(self):
-            self.progress.setValue(int(value))
+        self.start(task)
 
     def _message(self, text: str) -> None:
         if sip.isdeleted(self):
@@ -313,26 +244,17 @@ class CloudDock(QgsDockWidget):
         if text.startswith("Device: "):
             self.device_label.setText(text)
 
-    def cancel(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
     def _done(self, ok: bool, report, error: Optional[str], messages: List[str]) -> None:
-        self._task = None
-        if sip.isdeleted(self):
+        if not self.task_done(ok and report is not None):
             return
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
         if not ok or report is None:
-            self.progress.setValue(0)
-            self._show(False, error or "Cloud removal failed.")
+            self.show_result(False, error or "Cloud removal failed.")
             return
-        self.progress.setValue(100)
         self.last_report = report
         self.device_label.setText(f"Device: {report.device}")
         layer = QgsRasterLayer(report.output, self._layer_name, "gdal")
         if not layer.isValid():
-            self._show(False, f"The image was written to {report.output} but QGIS could not open it")
+            self.show_result(False, f"The image was written to {report.output} but QGIS could not open it")
             return
         from ..processing_provider.clouds import style_true_colour, true_colour_bands
 
@@ -342,10 +264,5 @@ class CloudDock(QgsDockWidget):
         self.last_layer_id = layer.id()
         cloud = (f"; cloud/shadow {100 * report.cloud_pixels / report.valid_pixels:.1f} %"
                  if report.cloud_pixels is not None and report.valid_pixels else "")
-        self._show(True, f"<b>Done</b> in {report.seconds:.1f} s with {report.model} on {report.device}{cloud}."
+        self.show_result(True, f"<b>Done</b> in {report.seconds:.1f} s with {report.model} on {report.device}{cloud}."
                          f"<br>{report.output}")
-
-    def _show(self, ok: bool, text: str) -> None:
-        colour = "#1a7f37" if ok else "#b42318"
-        self.result_label.setText(f"<span style='color:{colour}'>{text}</span>")
-        self.runFinished.emit(ok, text)
