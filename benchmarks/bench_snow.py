@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -30,6 +29,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe_machine  # noqa: E402
 
 import numpy as np
 import rasterio
@@ -188,7 +190,7 @@ def main() -> int:
         }
         report[compress] = entry
         print(json.dumps({compress: entry}, indent=1), flush=True)
-    machine = f"{platform.machine()}, nproc {os.cpu_count()}, {_cpu_model()}"
+    machine = describe_machine()
     load = os.getloadavg()
     print(f"\nsynthetic tile {args.size} x {args.size} at {PIXEL:.0f} m; machine: {machine}; "
           f"load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
@@ -202,16 +204,6 @@ def main() -> int:
     if args.workdir is None and not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

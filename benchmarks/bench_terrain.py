@@ -16,13 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe_machine  # noqa: E402
 
 import numpy as np
 import rasterio
@@ -114,7 +116,7 @@ def main() -> int:
             qp + ["native:hillshade", "--", f"INPUT={dem}", f"OUTPUT={out / 'n_hs.tif'}"]], env)
 
     gdal_time = results["gdaldem slope + aspect + hillshade (3 runs)"][0]
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU(s), {_cpu_model()}"
+    machine = describe_machine()
     print(f"\nDEM {args.size} x {args.size} Float32; machine: {machine}")
     print(f"{'tool':52s} {'best s':>8s} {'ratio':>7s} {'peak MiB':>9s}  runs")
     report = {}
@@ -127,16 +129,6 @@ def main() -> int:
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -892,13 +892,21 @@ def shipped_weights(model: str, with_s1: bool = True) -> Optional[str]:
 
 
 def describe_needs(model: str) -> str:
-    """What a model needs, for a user choosing it: ``"Sentinel-2 (10 bands: B2, ...) + Sentinel-1 + DEM"``."""
+    """What a model needs, for a user choosing it: ``"Sentinel-2 (10 bands: B2, ...) + Sentinel-1 + DEM"``.
+
+    The Sentinel-2 bands are those of the shipped weights when there are any, else the model's defaults.
+    """
     from ..models.registry import get_spec
+    from . import checkpoints
 
     spec = get_spec(model)
+    bands = spec.default_s2_bands
+    shipped = shipped_weights(model) or shipped_weights(model, with_s1=False)
+    if shipped:
+        bands = tuple(checkpoints.read_card(shipped)["architecture"]["input_layout"]["s2"]) or bands
     parts = []
     if spec.needs_s2:
-        parts.append(f"Sentinel-2 ({len(spec.default_s2_bands)} bands: {', '.join(spec.default_s2_bands)})")
+        parts.append(f"Sentinel-2 ({len(bands)} bands: {', '.join(bands)})")
     if spec.needs_s1:
         pols = ", ".join(spec.default_s1_bands)
         parts.append(f"Sentinel-1 ({pols})" + ("" if not spec.needs_s2 else "; without it, the optical-only variant"))

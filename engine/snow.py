@@ -262,26 +262,10 @@ def find_snowline(bands: Sequence[ElevationBand], fsnow_lim: float = 0.10, fclea
     return None
 
 
-@dataclass
-class SnowResult:
-    """What a snow map run produced and measured."""
+class ClassAreas:
+    """Areas and percentages of the snow classes, from ``areas_m2`` (class code -> m²)."""
 
-    output: str
-    method: str
-    counts: Dict[int, int]
-    pixel_area_m2: float
     areas_m2: Dict[int, float]
-    snowline: Optional[float] = None
-    snowline_note: str = ""
-    pass1_bands: List[ElevationBand] = field(default_factory=list)
-    pass1_snow_fraction: float = 0.0
-    fsc_output: Optional[str] = None
-    layout: str = ""
-    messages: List[str] = field(default_factory=list)
-
-    @property
-    def valid_pixels(self) -> int:
-        return sum(v for k, v in self.counts.items() if k != NODATA)
 
     @property
     def snow_area_km2(self) -> float:
@@ -300,6 +284,28 @@ class SnowResult:
     def cloud_percent(self) -> float:
         valid = self.valid_area_km2
         return 100.0 * self.areas_m2.get(CLOUD, 0.0) / 1e6 / valid if valid > 0 else float("nan")
+
+
+@dataclass
+class SnowResult(ClassAreas):
+    """What a snow map run produced and measured."""
+
+    output: str
+    method: str
+    counts: Dict[int, int]
+    pixel_area_m2: float
+    areas_m2: Dict[int, float]
+    snowline: Optional[float] = None
+    snowline_note: str = ""
+    pass1_bands: List[ElevationBand] = field(default_factory=list)
+    pass1_snow_fraction: float = 0.0
+    fsc_output: Optional[str] = None
+    layout: str = ""
+    messages: List[str] = field(default_factory=list)
+
+    @property
+    def valid_pixels(self) -> int:
+        return sum(v for k, v in self.counts.items() if k != NODATA)
 
     def summary(self) -> str:
         line = (f"snow {self.snow_area_km2:.3f} km2 ({self.snow_percent:.2f} % of the valid area), "
@@ -999,7 +1005,7 @@ def _lis(inputs: _Inputs, output: str, params: SnowParameters, fsc_output, fsc_f
 # -- statistics --------------------------------------------------------------------------------
 
 @dataclass
-class SnowStatistics:
+class SnowStatistics(ClassAreas):
     """Areas and percentages of a snow map, and its per-elevation-band table."""
 
     counts: Dict[int, int]
@@ -1008,24 +1014,6 @@ class SnowStatistics:
     band_height: int
     snowline: Optional[float]
     snowline_source: str
-
-    @property
-    def snow_area_km2(self) -> float:
-        return self.areas_m2.get(SNOW, 0.0) / 1e6
-
-    @property
-    def valid_area_km2(self) -> float:
-        return sum(v for k, v in self.areas_m2.items() if k != NODATA) / 1e6
-
-    @property
-    def snow_percent(self) -> float:
-        valid = self.valid_area_km2
-        return 100.0 * self.snow_area_km2 / valid if valid > 0 else float("nan")
-
-    @property
-    def cloud_percent(self) -> float:
-        valid = self.valid_area_km2
-        return 100.0 * self.areas_m2.get(CLOUD, 0.0) / 1e6 / valid if valid > 0 else float("nan")
 
     @property
     def no_snow_percent(self) -> float:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -98,14 +96,11 @@ RECIPES: Dict[str, Recipe] = {r.name: r for r in (
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from machine import describe_machine
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{os.cpu_count()} CPU threads ({cpu}), {gpu}, torch {torch.__version__}"
+    return f"{describe_machine()}, {gpu}, torch {torch.__version__}"
 
 
 def run(recipe: Recipe, manifest, out_dir: Path, device: str, seed: int, scale: float) -> Path:

@@ -108,3 +108,25 @@ def qgis_process(tmp_path_factory):
 
     run("plugins", "enable", "topoclear")
     return run
+
+
+def wait_for(signal, timeout_ms=180_000):
+    """Spin an event loop until ``signal`` fires (a dock's ``runFinished``); returns its arguments."""
+    from qgis.core import QgsApplication
+    from qgis.PyQt.QtCore import QEventLoop, QTimer
+
+    received = []
+    loop = QEventLoop()
+
+    def got(*args):
+        received.append(args)
+        loop.quit()
+
+    signal.connect(got)
+    QTimer.singleShot(timeout_ms, loop.quit)
+    loop.exec_()
+    signal.disconnect(got)
+    for _ in range(5):
+        QgsApplication.processEvents()
+    assert received, "timed out waiting for the dock"
+    return received[0]

@@ -11,7 +11,7 @@ import pytest
 import rasterio
 import torch
 
-from conftest import REPO_ROOT, data_path
+from conftest import REPO_ROOT, data_path, wait_for
 from topoclear.engine import checkpoints
 from topoclear.models import build_model
 
@@ -20,28 +20,6 @@ S2 = ("sen12ms-cr", "s2_cloudy", "ROIs1868_summer_s2_cloudy_19_p30.tif")
 S1 = ("sen12ms-cr", "s1", "ROIs1868_summer_s1_19_p30.tif")
 
 pytestmark = pytest.mark.gui
-
-
-def wait_for(signal, timeout_ms=180_000):
-    """Spin an event loop until ``signal`` fires; returns its arguments."""
-    from qgis.core import QgsApplication
-    from qgis.PyQt.QtCore import QEventLoop, QTimer
-
-    received = []
-    loop = QEventLoop()
-
-    def got(*args):
-        received.append(args)
-        loop.quit()
-
-    signal.connect(got)
-    QTimer.singleShot(timeout_ms, loop.quit)
-    loop.exec_()
-    signal.disconnect(got)
-    for _ in range(5):
-        QgsApplication.processEvents()
-    assert received, "timed out waiting for the dock"
-    return received[0]
 
 
 @pytest.fixture(scope="module")

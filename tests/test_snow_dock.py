@@ -9,35 +9,13 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, wait_for
 from test_snow_engine import _bright_cloud_mask, read, sen12
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 SNOW, NO_SNOW, CLOUD, NODATA = 100, 0, 205, 255
 
 pytestmark = pytest.mark.gui
-
-
-def wait_for(signal, timeout_ms=120_000):
-    """Spin an event loop until ``signal`` fires; returns its arguments."""
-    from qgis.core import QgsApplication
-    from qgis.PyQt.QtCore import QEventLoop, QTimer
-
-    received = []
-    loop = QEventLoop()
-
-    def got(*args):
-        received.append(args)
-        loop.quit()
-
-    signal.connect(got)
-    QTimer.singleShot(timeout_ms, loop.quit)
-    loop.exec_()
-    signal.disconnect(got)
-    for _ in range(5):
-        QgsApplication.processEvents()
-    assert received, "timed out waiting for the dock"
-    return received[0]
 
 
 @pytest.fixture()
