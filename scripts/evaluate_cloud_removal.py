@@ -26,14 +26,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from machine import describe_machine  # noqa: E402
 from topoclear.engine.atomic import write_text_atomic  # noqa: E402
 from topoclear.engine.baselines import BASELINES, evaluate_baselines, load_eval_samples  # noqa: E402
 from topoclear.engine.checkpoints import checkpoint_paths, load_model  # noqa: E402
@@ -95,8 +96,8 @@ def table(res: dict) -> list:
 
 def markdown(results: list, ablation: dict, cards: dict, manifest: Path, seconds: float) -> str:
     lines = [HEADING, "",
-             "`.venv/bin/python scripts/build_training_data.py`, `.venv/bin/python scripts/train_default_weights.py`, "
-             "then `.venv/bin/python scripts/evaluate_cloud_removal.py --update-results`", "",
+             "`bash scripts/reproduce_weights.sh` (`scripts/build_training_data.py`, `scripts/train_default_weights.py`, "
+             "then `scripts/evaluate_cloud_removal.py --update-results`, which alone re-scores the shipped weights)", "",
              f"Data: `{manifest.relative_to(REPO) if manifest.is_relative_to(REPO) else manifest}` (built with seed 0: "
              "real SEN12MS-CR pairs with DSen2-CR masks; real clear images with synthetic clouds; "
              "**semi-synthetic** terrain-aware scenes from the real bigtujunga and rmnp DEMs, see "
@@ -116,11 +117,14 @@ def markdown(results: list, ablation: dict, cards: dict, manifest: Path, seconds
              "| weights | architecture | parameters | trained on | steps | CPU time (s) |", "|---|---|---|---|---|---|"]
     for name, card in cards.items():
         arch, tr = card["architecture"], card["training"]
-        lines.append(f"| `{name}` | {arch['title']}, {arch['options']} | {arch['parameters']:,} | "
+        inputs = " + ".join(INPUT_NAMES[k] for k in arch["input_layout"]["inputs"])
+        options = ", ".join(f"{k} {v}" for k, v in arch["options"].items())
+        lines.append(f"| `{name}` | {arch['title'].split(' (')[0]} on {inputs}; {options} | {arch['parameters']:,} | "
                      f"{tr['data'].get('train', {}).get('samples', '?')} training patches "
                      f"({', '.join(f'{k}: {v}' for k, v in tr['data'].get('train', {}).get('sources', {}).items())}) | "
                      f"{tr['steps']} | {tr['training_time_s']:.0f} |")
-    lines += ["", f"Machine: {platform.machine()}, {platform.system()}, CPU only; evaluation {seconds:.0f} s in all.", ""]
+    lines += ["", f"Machine of this evaluation: {describe_machine()}, CPU only; {seconds:.0f} s in all. "
+              "The training machine and time of each weights file are in its card.", ""]
     for res in results:
         n = res["samples"]
         lines += [f"### {res['title']} ({n} patch{'' if n == 1 else 'es'})", ""]
@@ -140,6 +144,7 @@ def markdown(results: list, ablation: dict, cards: dict, manifest: Path, seconds
             lines.append(f"| {m} | {fmt(o.get('mae_reconstruction'), 4)} | {change:+.1f} % | "
                          f"{fmt(o.get('psnr_cloudy'), 2)} | {fmt(o.get('ssim'), 3)} | {fmt(o.get('sam'), 2)} |")
         lines.append("")
+        lines += same_network_without_terrain(results)
     lines += ["Notes: the masks of the synthetic and semi-synthetic data are the generator's own (exact, "
               "thin haze down to 10 % opacity included: under thin clouds the identity still shows the ground). "
               "The real pairs' masks come from the rule-based detectors (`engine/masks.py`; the shadow test also "
@@ -150,18 +155,39 @@ def markdown(results: list, ablation: dict, cards: dict, manifest: Path, seconds
     return "\n".join(lines)
 
 
+def same_network_without_terrain(results: list) -> list:
+    """The cleaner half of the ablation: CRT-UNet against the UNet trained the same way without terrain."""
+    for res in results:
+        methods = res["methods"]
+        crt = next((v for k, v in methods.items() if k.startswith("crt_unet ")), None)
+        unet = next((v for k, v in methods.items() if k.startswith("unet (S2 + S1)")), None)
+        if crt is None or unet is None:
+            continue
+        a, b = crt["overall"]["mae_reconstruction"], unet["overall"]["mae_reconstruction"]
+        return [f"Zeroing inputs the network was trained with also measures how it copes with inputs it never "
+                f"saw. The cleaner comparison is `unet`: the same architecture, data, steps and seed without the "
+                f"terrain inputs. On the {res['title'].lower()}, its MAE in the mask is {fmt(b, 4)} "
+                f"against CRT-UNet's {fmt(a, 4)} ({(b - a) / a * 100:+.1f} %): terrain "
+                f"{'helps' if a < b else 'does not help'} here. These scenes are lit from their DEM, so terrain "
+                "is informative by construction; no real Sentinel-2 + Sentinel-1 + DEM test pair exists in the "
+                "sample data to say the same of real scenes.", ""]
+    return []
+
+
 def cards_markdown(cards: dict) -> str:
     """``models/weights/README.md``: one readable model card per weights file (the JSON cards hold everything)."""
     lines = ["# Shipped cloud-removal weights", "",
              "Written by `scripts/evaluate_cloud_removal.py` from the JSON model cards beside each weights file. "
-             "Every number here can be reproduced with `scripts/build_training_data.py`, "
-             "`scripts/train_default_weights.py` and `scripts/evaluate_cloud_removal.py` (all seeded).", ""]
+             "Every number here can be reproduced with one command, `bash scripts/reproduce_weights.sh` "
+             "(`scripts/build_training_data.py`, `scripts/train_default_weights.py` and "
+             "`scripts/evaluate_cloud_removal.py`, all seeded; CPU training threads are not bit-deterministic, "
+             "so a rerun matches to run-to-run noise, not to the last digit).", ""]
     for name, card in cards.items():
         arch, tr, metrics = card["architecture"], card["training"], card.get("metrics", {})
         train = tr["data"].get("train", {})
         val = metrics.get("validation", {})
         lines += [f"## `{name}.safetensors`", "",
-                  f"- Architecture: {arch['title']} ({arch['class']}), options {arch['options']}, "
+                  f"- Architecture: {arch['title'].split(' (')[0]} ({arch['class']}), options {arch['options']}, "
                   f"{arch['parameters']:,} parameters; inputs {arch['input_layout']['inputs']}, S2 bands "
                   f"{', '.join(arch['input_layout']['s2'])}, S1 {', '.join(arch['input_layout']['s1']) or 'none'}, "
                   f"terrain {', '.join(arch['input_layout']['terrain']) or 'none'}; weights stored as "
@@ -220,9 +246,11 @@ def shipped(folder: Path) -> dict:
     return out
 
 
+INPUT_NAMES = {"s2": "S2", "s1": "S1", "terrain": "terrain"}
+
+
 def label(name: str, model) -> str:
-    layout = model.input_layout
-    inputs = " + ".join({"s2": "S2", "s1": "S1", "terrain": "terrain"}[k] for k in layout.inputs)
+    inputs = " + ".join(INPUT_NAMES[k] for k in model.input_layout.inputs)
     return f"{name} ({inputs})"
 
 
