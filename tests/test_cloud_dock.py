@@ -95,7 +95,8 @@ def test_dock_removes_clouds_in_the_background(dock, qgis_iface, weights, tmp_pa
     offered = [dock.model_combo.itemData(i) for i in range(dock.model_combo.count())]
     assert "sar2opt_gan" in offered and "crt_unet" not in offered
     dock.model_combo.setCurrentIndex(dock.model_combo.findData("dsen2cr"))
-    assert "Sentinel-2 (13 bands" in dock.model_info.text()
+    info = dock.model_info.text()  # the bands of the shipped weights, which the user's weights below replace
+    assert "Sentinel-2 (10 bands: B2" in info and "Shipped weights: dsen2cr.safetensors" in info
     dock.weights_widget.setFilePath(weights)
     dock.device_combo.setCurrentIndex(dock.device_combo.findData("cpu"))
     dock.tile_spin.setValue(96)
