@@ -5,8 +5,9 @@ import importlib.util
 import os
 from typing import Callable, List, Optional
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterNumber,
-                       QgsProcessingParameterDefinition)
+from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink, QgsProcessing,
+                       QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterDefinition,
+                       QgsProcessingParameterFeatureSink, QgsProcessingParameterNumber, QgsWkbTypes)
 from qgis.PyQt.QtGui import QIcon
 
 from ..engine.errors import Cancelled, TopoClearError
@@ -92,6 +93,28 @@ class TopoClearAlgorithm(QgsProcessingAlgorithm):
                 f"{name}: layer '{layer.name()}' comes from the '{layer.providerType()}' provider; "
                 "TopoClear reads rasters through GDAL: save it as a GeoTIFF first")
         return layer.source().split("|")[0]
+
+    @staticmethod
+    def table_output(name: str, label: str) -> QgsProcessingParameterFeatureSink:
+        """A table without geometry, created by default in the toolbox and optional elsewhere (a script or
+        ``qgis_process`` that does not name it gets none)."""
+        return QgsProcessingParameterFeatureSink(name, label, QgsProcessing.TypeVector, optional=True,
+                                                 createByDefault=True)
+
+    def write_table(self, parameters, name: str, context, fields, rows) -> Optional[str]:
+        """Write ``rows`` (lists of attribute values) to the table output ``name``; its id, or None when the
+        caller did not ask for it."""
+        sink, sink_id = self.parameterAsSink(parameters, name, context, fields, QgsWkbTypes.NoGeometry,
+                                             QgsCoordinateReferenceSystem())
+        if sink is None:
+            if parameters.get(name) in (None, ""):
+                return None
+            raise QgsProcessingException(f"{name}: the table {parameters.get(name)!r} could not be created")
+        for row in rows:
+            feature = QgsFeature(fields)
+            feature.setAttributes(list(row))
+            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        return sink_id
 
     @staticmethod
     def monitor(feedback) -> Monitor:

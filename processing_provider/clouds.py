@@ -8,14 +8,12 @@ from __future__ import annotations
 import math
 from typing import Dict, Optional
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink, QgsField, QgsFields,
-                       QgsMultiBandColorRenderer, QgsContrastEnhancement, QgsProcessing, QgsProcessingException,
-                       QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputNumber,
+from qgis.core import (QgsField, QgsFields, QgsMultiBandColorRenderer, QgsContrastEnhancement,
+                       QgsProcessingException, QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputNumber,
                        QgsProcessingOutputString, QgsProcessingParameterBoolean, QgsProcessingParameterEnum,
-                       QgsProcessingParameterFeatureSink, QgsProcessingParameterFile,
-                       QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
-                       QgsProcessingParameterString, QgsWkbTypes)
+                       QgsProcessingParameterFile, QgsProcessingParameterFileDestination,
+                       QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
+                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString)
 from qgis.PyQt.QtCore import QVariant
 
 from .base import TorchAlgorithm
@@ -321,7 +319,7 @@ class EvaluateAlgorithm(CloudAlgorithm):
         self.addParameter(self.advanced(QgsProcessingParameterString(
             "BANDS", "Bands to compare (numbers or names, e.g. B2,B3,B4,B8; empty = all)", "", optional=True)))
         self.addParameter(self.advanced(self.number("DN_OFFSET", "DN offset of integer rasters", 0.0)))
-        self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT_TABLE", "Metrics", QgsProcessing.TypeVector))
+        self.addParameter(self.table_output("OUTPUT_TABLE", "Metrics"))
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_HTML", "Report", "HTML files (*.html)",
                                                                 optional=True))
         for key, label in (("MAE", "MAE (reflectance)"), ("RMSE", "RMSE (reflectance)"), ("PSNR", "PSNR (dB)"),
@@ -344,17 +342,11 @@ class EvaluateAlgorithm(CloudAlgorithm):
         for name, kind in (("key", QVariant.String), ("metric", QVariant.String), ("region", QVariant.String),
                            ("value", QVariant.Double), ("unit", QVariant.String)):
             fields.append(QgsField(name, kind))
-        sink, sink_id = self.parameterAsSink(parameters, "OUTPUT_TABLE", context, fields, QgsWkbTypes.NoGeometry,
-                                             QgsCoordinateReferenceSystem())
-        if sink is None:
-            raise QgsProcessingException("OUTPUT_TABLE: the table could not be created")
-        for key, label, value, unit, region in evaluation.rows():
-            feature = QgsFeature(fields)
-            feature.setAttributes([key, label, region, None if math.isnan(value) else value, unit])
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        rows = ([key, label, region, None if math.isnan(value) else value, unit]
+                for key, label, value, unit, region in evaluation.rows())
+        results = {"OUTPUT_TABLE": self.write_table(parameters, "OUTPUT_TABLE", context, fields, rows)}
         for line in evaluation.summary().splitlines() + evaluation.notes:
             feedback.pushInfo(line)
-        results = {"OUTPUT_TABLE": sink_id}
         results.update({k.upper(): evaluation.values.get(k) for k in ("mae", "rmse", "psnr", "ssim", "sam")})
         html_path = self.parameterAsFileOutput(parameters, "OUTPUT_HTML", context)
         if html_path:

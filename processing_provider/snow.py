@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import math
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink, QgsField, QgsFields,
-                       QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber, QgsProcessingParameterBand,
-                       QgsProcessingParameterBoolean, QgsProcessingParameterEnum, QgsProcessingParameterExtent,
-                       QgsProcessingParameterFeatureSink, QgsProcessingParameterFile,
+from qgis.core import (QgsCoordinateReferenceSystem, QgsField, QgsFields, QgsProcessingException,
+                       QgsProcessingOutputNumber, QgsProcessingParameterBand, QgsProcessingParameterBoolean,
+                       QgsProcessingParameterEnum, QgsProcessingParameterExtent, QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer, QgsWkbTypes)
+                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
 from qgis.PyQt.QtCore import QVariant
 
 from ..engine.s2_bands import locate_bands
@@ -284,8 +283,7 @@ class SnowStatsAlgorithm(SnowAlgorithm):
                                                                    optional=True)))
         self.addParameter(QgsProcessingParameterNumber("BAND_HEIGHT", "Elevation band height (m)",
                                                        QgsProcessingParameterNumber.Integer, 100, False, 1, 10000))
-        self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT_TABLE", "Snow by elevation band",
-                                                            QgsProcessing.TypeVector))
+        self.addParameter(self.table_output("OUTPUT_TABLE", "Snow by elevation band"))
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_CSV", "Snow by elevation band (CSV)",
                                                                 "CSV files (*.csv)", optional=True))
         for name, label in (("SNOW_AREA_KM2", "Snow area (km2)"), ("VALID_AREA_KM2", "Valid area (km2)"),
@@ -307,15 +305,9 @@ class SnowStatsAlgorithm(SnowAlgorithm):
         for name in stats.TABLE_FIELDS:
             kind = QVariant.Double if name.endswith("_m") or name == "snow_fraction" else QVariant.LongLong
             fields.append(QgsField(name, kind))
-        sink, sink_id = self.parameterAsSink(parameters, "OUTPUT_TABLE", context, fields, QgsWkbTypes.NoGeometry,
-                                             QgsCoordinateReferenceSystem())
-        if sink is None:
-            raise QgsProcessingException("OUTPUT_TABLE: the table could not be created")
-        for row in stats.rows():
-            feature = QgsFeature(fields)
-            feature.setAttributes([None if isinstance(v, float) and math.isnan(v) else v for v in row])
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
-        results = {"OUTPUT_TABLE": sink_id, "SNOW_AREA_KM2": stats.snow_area_km2,
+        rows = ([None if isinstance(v, float) and math.isnan(v) else v for v in row] for row in stats.rows())
+        results = {"OUTPUT_TABLE": self.write_table(parameters, "OUTPUT_TABLE", context, fields, rows),
+                   "SNOW_AREA_KM2": stats.snow_area_km2,
                    "VALID_AREA_KM2": stats.valid_area_km2, "SNOW_PERCENT": stats.snow_percent,
                    "NO_SNOW_PERCENT": stats.no_snow_percent, "CLOUD_PERCENT": stats.cloud_percent,
                    "SNOWLINE": stats.snowline}

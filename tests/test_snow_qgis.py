@@ -178,3 +178,11 @@ def test_command_line_qgis_process_snowmap(qgis_process, tmp_path):
     failed = qgis_process("run", "topoclear:snowmap", "--", f"INPUT={source}", "OUTPUT=/no/such/dir/x.tif",
                           check=False)
     assert failed.returncode != 0 and "does not exist" in failed.stdout + failed.stderr
+    # the statistics as the README shows them: only the CSV named, the QGIS table is optional there
+    csv_path = tmp_path / "cli_snow.csv"
+    stats = qgis_process("run", "topoclear:snowstats", "--json", "--", f"INPUT={out}", f"OUTPUT_CSV={csv_path}")
+    payload = json.loads(stats.stdout[stats.stdout.index("{"):])["results"]
+    assert payload["SNOW_PERCENT"] > 99.0 and not payload.get("OUTPUT_TABLE")
+    with open(csv_path) as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[-1]["band"] == "all" and int(rows[-1]["snow"]) == int(rows[-1]["total"]) - int(rows[-1]["no_snow"])
