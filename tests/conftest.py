@@ -130,3 +130,47 @@ def wait_for(signal, timeout_ms=180_000):
         QgsApplication.processEvents()
     assert received, "timed out waiting for the dock"
     return received[0]
+
+
+def show_dock(qgis_iface, dock_class, width=430):
+    """A generator for a dock fixture: the plugin's docks created, the one of ``dock_class`` shown on the right
+    of a main window laid out as in QGIS (canvas in the centre), the others hidden; cleaned up afterwards."""
+    from qgis.core import QgsProject
+    from qgis.PyQt.QtCore import Qt
+
+    from topoclear.ui.docks import create_docks
+
+    docks = create_docks(qgis_iface)
+    widget = next(d for d in docks if isinstance(d, dock_class))
+    for other in docks:
+        if other is not widget:
+            other.hide()
+    main = qgis_iface.mainWindow()
+    canvas = qgis_iface.mapCanvas()
+    old_size, old_central = canvas.size(), main.centralWidget()
+    if old_central is None:
+        main.setCentralWidget(canvas)
+    main.addDockWidget(Qt.RightDockWidgetArea, widget)  # the test interface's addDockWidget is a stub
+    main.resize(1280, 800)
+    main.resizeDocks([widget], [width], Qt.Horizontal)
+    main.show()
+    yield widget
+    QgsProject.instance().removeAllMapLayers()
+    for dock in docks:
+        main.removeDockWidget(dock)
+        dock.deleteLater()
+    if old_central is None:
+        main.takeCentralWidget()
+        canvas.setParent(main)
+        canvas.resize(old_size)
+
+
+def render_canvas(canvas):
+    """Draw the canvas's layers now (for a screenshot or pixel checks)."""
+    from qgis.core import QgsApplication
+
+    canvas.refreshAllLayers()
+    canvas.waitWhileRendering()
+    for _ in range(10):
+        QgsApplication.processEvents()
+    canvas.waitWhileRendering()

@@ -11,7 +11,7 @@ import pytest
 import rasterio
 import torch
 
-from conftest import REPO_ROOT, data_path, wait_for
+from conftest import REPO_ROOT, data_path, render_canvas, show_dock, wait_for
 from topoclear.engine import checkpoints
 from topoclear.models import build_model
 
@@ -32,46 +32,9 @@ def weights(tmp_path_factory):
 
 @pytest.fixture()
 def dock(qgis_iface):
-    from qgis.core import QgsProject
-    from qgis.PyQt.QtCore import Qt
-
     from topoclear.ui.cloud_dock import CloudDock
-    from topoclear.ui.docks import create_docks
 
-    docks = create_docks(qgis_iface)
-    widget = next(d for d in docks if isinstance(d, CloudDock))
-    others = [d for d in docks if d is not widget]
-    for other in others:
-        other.hide()
-    main = qgis_iface.mainWindow()
-    canvas = qgis_iface.mapCanvas()
-    old_size, old_central = canvas.size(), main.centralWidget()
-    if old_central is None:  # lay the canvas out as in QGIS: central widget, dock on the right
-        main.setCentralWidget(canvas)
-    main.addDockWidget(Qt.RightDockWidgetArea, widget)  # the test interface's addDockWidget is a stub
-    main.resize(1280, 800)
-    main.resizeDocks([widget], [430], Qt.Horizontal)
-    main.show()
-    yield widget
-    QgsProject.instance().removeAllMapLayers()
-    for d in docks:
-        main.removeDockWidget(d)
-        d.deleteLater()
-    del others
-    if old_central is None:
-        main.takeCentralWidget()
-        canvas.setParent(main)
-        canvas.resize(old_size)
-
-
-def render_canvas(canvas):
-    from qgis.core import QgsApplication
-
-    canvas.refreshAllLayers()
-    canvas.waitWhileRendering()
-    for _ in range(10):
-        QgsApplication.processEvents()
-    canvas.waitWhileRendering()
+    yield from show_dock(qgis_iface, CloudDock)
 
 
 def test_dock_removes_clouds_in_the_background(dock, qgis_iface, weights, tmp_path):

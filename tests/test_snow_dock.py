@@ -9,7 +9,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from conftest import REPO_ROOT, wait_for
+from conftest import REPO_ROOT, render_canvas, show_dock, wait_for
 from test_snow_engine import _bright_cloud_mask, read, sen12
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
@@ -20,42 +20,9 @@ pytestmark = pytest.mark.gui
 
 @pytest.fixture()
 def dock(qgis_iface):
-    from qgis.core import QgsProject
-    from qgis.PyQt.QtCore import Qt
-
-    from topoclear.ui.docks import create_docks
     from topoclear.ui.snow_dock import SnowDock
 
-    docks = create_docks(qgis_iface)
-    widget = docks[0]
-    assert isinstance(widget, SnowDock)
-    main = qgis_iface.mainWindow()
-    canvas = qgis_iface.mapCanvas()
-    old_size, old_central = canvas.size(), main.centralWidget()
-    if old_central is None:  # lay the canvas out as in QGIS: central widget, dock on the right
-        main.setCentralWidget(canvas)
-    main.addDockWidget(Qt.RightDockWidgetArea, widget)  # the test interface's addDockWidget is a stub
-    main.resize(1280, 800)
-    main.resizeDocks([widget], [420], Qt.Horizontal)
-    main.show()
-    yield widget
-    QgsProject.instance().removeAllMapLayers()
-    main.removeDockWidget(widget)
-    widget.deleteLater()
-    if old_central is None:
-        main.takeCentralWidget()
-        canvas.setParent(main)
-        canvas.resize(old_size)
-
-
-def render_canvas(canvas):
-    from qgis.core import QgsApplication
-
-    canvas.refreshAllLayers()
-    canvas.waitWhileRendering()
-    for _ in range(10):
-        QgsApplication.processEvents()
-    canvas.waitWhileRendering()
+    yield from show_dock(qgis_iface, SnowDock)
 
 
 def test_dock_maps_snow_on_a_real_sample(dock, qgis_iface, tmp_path):
