@@ -91,7 +91,7 @@ def snow(processing, data: Path, out: Path) -> dict:
     snowmap = processing.run("topoclear:snowmap", {"INPUT": str(green), "METHOD": 1,
                                                    "OUTPUT": str(out / "snowmap_finland_feb.tif"),
                                                    "FSC": str(out / "fsc_finland_feb.tif")})
-    stats = processing.run("topoclear:snowstats", {"INPUT": snowmap["OUTPUT"], "OUTPUT_TABLE": "TEMPORARY_OUTPUT",
+    stats = processing.run("topoclear:snowstats", {"INPUT": snowmap["OUTPUT"],
                                                    "OUTPUT_CSV": str(out / "snowstats_finland_feb.csv")})
     print(f"Snow, Finland February patch: {stats['SNOW_AREA_KM2']:.3f} km2 of snow "
           f"({stats['SNOW_PERCENT']:.1f} % of the valid area)")
