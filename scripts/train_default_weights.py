@@ -3,7 +3,9 @@
 
     .venv/bin/python scripts/build_training_data.py          # once: build/training-data
     .venv/bin/python scripts/train_default_weights.py        # all five recipes, then
-    .venv/bin/python scripts/evaluate_models.py --update-results
+    .venv/bin/python scripts/evaluate_cloud_removal.py --update-results
+
+(``scripts/reproduce_weights.sh`` runs the three.)
 
 Each recipe (:data:`RECIPES`) names the registry model, its band layout, the samples it trains
 on and the training settings; everything else is the training engine's
@@ -116,7 +118,8 @@ def run(recipe: Recipe, manifest, out_dir: Path, device: str, seed: int, scale: 
     print()
     card = dict(result.card)
     card["training"]["hardware"] = machine()
-    card["training"]["command"] = f"scripts/train_default_weights.py --only {recipe.name} --seed {seed}"
+    card["training"]["command"] = (f"scripts/train_default_weights.py --only {recipe.name} --seed {seed}"
+                                   + (f" --steps-scale {scale:g}" if scale != 1 else ""))
     card["training"]["data"]["sources"] = list(recipe.sources) if recipe.sources else "all"
     weights, card_path = save_model(out_dir / f"{recipe.name}.safetensors", result.model, card, half=True)
     print(f"{recipe.name}: {weights} ({weights.stat().st_size / 1e6:.1f} MB), card {card_path}; "
