@@ -130,7 +130,7 @@ def run_case(args) -> dict:
     """One (model, crop) in this process; returns the measurements."""
     import torch
 
-    from topoclear.engine.inference import InferenceOptions, remove_clouds
+    from topoclear.engine.clouds.removal import InferenceOptions, remove_clouds
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -147,8 +147,8 @@ def run_case(args) -> dict:
     peak = peak_rss_mib()
     os.remove(out)
     pixels = report.width * report.height
-    from topoclear.engine.inference import default_tiling
-    from topoclear.engine.tiling import TilePlan
+    from topoclear.engine.clouds.removal import default_tiling
+    from topoclear.engine.clouds.tiling import TilePlan
 
     multiple = int(getattr(model, "size_multiple", 1))
     tile = default_tiling(model, multiple, options, "cuda" if report.device.startswith("cuda") else "cpu")[0]

@@ -8,7 +8,7 @@ names. Then, each as its own process, best of ``--repeat`` interleaved runs, wit
 page cache:
 
 * **read**: ``rasterio`` reads each input whole (``ds.read(1)``), nothing else;
-* **snow map**: ``topoclear.engine.snow.snow_map`` with the Let It Snow method and the DEM (two
+* **snow map**: ``topoclear.engine.snow.mapping.snow_map`` with the Let It Snow method and the DEM (two
   windowed passes: elevation-band counts, then classification), writing the Byte snow map.
 
 Reports wall time, the ratio snow map / read, CPU time, and each process's peak resident memory
@@ -107,7 +107,7 @@ for path in sys.argv[1:]:
 
 SNOW_CODE = """
 import json, sys
-from topoclear.engine.snow import CloudInput, SnowParameters, snow_map
+from topoclear.engine.snow.mapping import CloudInput, SnowParameters, snow_map
 green, dem, out, cloud = sys.argv[1:5]
 kind = CloudInput("mask", cloud) if cloud != "-" else CloudInput("none")
 r = snow_map(green, out, SnowParameters(method="lis"), dem=dem, cloud=kind)

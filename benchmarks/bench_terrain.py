@@ -97,7 +97,7 @@ def main() -> int:
     out.mkdir(exist_ok=True)
     python = sys.executable
 
-    ours_code = ("import sys; from topoclear.engine.terrain import compute_terrain; "
+    ours_code = ("import sys; from topoclear.engine.terrain.derivatives import compute_terrain; "
                  "compute_terrain(sys.argv[1], {'slope': sys.argv[2], 'aspect': sys.argv[3], 'hillshade': sys.argv[4]})")
     results = {}
     results["topoclear (one pass: slope+aspect+hillshade)"] = best_of(args.repeat, lambda: [

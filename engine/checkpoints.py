@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from .errors import InputError, OutputError
-from .atomic import atomic_output, write_text_atomic
+from .io.atomic import atomic_output, write_text_atomic
 
 __all__ = [
     "CARD_FORMAT",

@@ -63,6 +63,8 @@ _EXPORTS = {
     "PatchDiscriminator": "gan",
     "SarToOpticalGAN": "gan",
     "CloudRemovalGAN": "gan",
+    "CAMTCR": "ca_mtcr",
+    "SARNoise2NoiseVQVAE": "ca_mtcr",
     # scalings
     "scale_s2": "scaling",
     "unscale_s2": "scaling",

@@ -30,11 +30,9 @@ from typing import Iterable, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from .bands import TERRAIN_BANDS
 from .scaling import canonical_terrain_name
 from .unet import DEFAULT_WIDTHS, UNet, _require
-
-#: Terrain channel names, in order.
-TERRAIN_NAMES: Tuple[str, ...] = ("elevation", "slope", "aspect", "hillshade")
 
 ZeroSpec = Union[None, bool, str, int, Iterable[Union[str, int]]]
 
@@ -46,7 +44,7 @@ class CRTUNet(UNet):
         s2_bands, s1_bands, out_bands, widths, residual: as for :class:`UNet`.
         terrain_bands: number of terrain channels (4 in the paper).
         terrain_names: name of each terrain channel (used by ``zero_terrain``); defaults to
-            :data:`TERRAIN_NAMES` when ``terrain_bands == 4``, else ``terrain_1``...
+            :data:`TERRAIN_BANDS` when ``terrain_bands == 4``, else ``terrain_1``...
     """
 
     model_name = "crt_unet"
@@ -73,7 +71,7 @@ class CRTUNet(UNet):
         )
         self.terrain_bands = terrain_bands
         if terrain_names is None:
-            terrain_names = TERRAIN_NAMES if terrain_bands == len(TERRAIN_NAMES) else [
+            terrain_names = TERRAIN_BANDS if terrain_bands == len(TERRAIN_BANDS) else [
                 f"terrain_{i + 1}" for i in range(terrain_bands)
             ]
         if len(terrain_names) != terrain_bands:

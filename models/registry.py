@@ -18,7 +18,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
-from .crt_unet import TERRAIN_NAMES, CRTUNet
+from .bands import S1_BANDS, S2_BANDS_10_20M, S2_BANDS_10M, S2_BANDS_L1C, S2_BANDS_L2A, S2_BANDS_RGB, TERRAIN_BANDS
+from .crt_unet import CRTUNet
 from .dsen2cr import DSen2CR
 from .gan import CloudRemovalGAN, PatchDiscriminator, SarToOpticalGAN
 from .scaling import SCALINGS
@@ -27,21 +28,6 @@ from .unet import UNet
 # ---------------------------------------------------------------------------------------------
 # band lists
 # ---------------------------------------------------------------------------------------------
-#: All 13 Level-1C bands (DSen2-CR's SEN12MS-CR input).
-S2_BANDS_L1C: Tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
-#: The 12 Level-2A bands (no B10).
-S2_BANDS_L2A: Tuple[str, ...] = tuple(b for b in S2_BANDS_L1C if b != "B10")
-#: CRT-UNet's 10 bands (10 m and 20 m bands; 20 m ones resampled to 10 m).
-S2_BANDS_10_20M: Tuple[str, ...] = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
-#: The four 10 m bands.
-S2_BANDS_10M: Tuple[str, ...] = ("B2", "B3", "B4", "B8")
-#: True-colour red, green, blue (the SEN1-2 RGB of the GAN paper).
-S2_BANDS_RGB: Tuple[str, ...] = ("B4", "B3", "B2")
-#: Sentinel-1 dual polarisation, in channel order.
-S1_BANDS: Tuple[str, ...] = ("VV", "VH")
-#: Terrain stack, in channel order (units in :mod:`topoclear.models.scaling`).
-TERRAIN_BANDS: Tuple[str, ...] = TERRAIN_NAMES
-
 #: Band list assumed when only a number of S2 bands is given.
 _S2_SETS_BY_COUNT = {len(s): s for s in (S2_BANDS_L1C, S2_BANDS_L2A, S2_BANDS_10_20M, S2_BANDS_10M, S2_BANDS_RGB)}
 _S1_SETS_BY_COUNT = {0: (), 1: ("VV",), 2: S1_BANDS}
@@ -460,3 +446,43 @@ def build_discriminator(model: nn.Module) -> PatchDiscriminator:
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (weights and biases; not batch-norm running statistics)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+# ---------------------------------------------------------------------------------------------
+# CA-MTCR (multi-temporal)
+# ---------------------------------------------------------------------------------------------
+def _build_ca_mtcr(s2_bands: int, s1_bands: int, terrain_bands: int, **options) -> nn.Module:
+    from .ca_mtcr import CAMTCR
+
+    return CAMTCR(s2_bands=s2_bands, s1_bands=s1_bands, **options)
+
+
+register_model(
+    ModelSpec(
+        name="ca_mtcr",
+        title="CA-MTCR (S2 + S1 time series)",
+        description=(
+            "Multi-temporal cloud removal: rebuilds the last date of a Sentinel-2 series from that date and "
+            "earlier ones, using Sentinel-1 radar to detect where the ground changed between dates so that "
+            "changed areas are not copied from old images. Inputs are time series (N, T, C, H, W), target "
+            "date last, any number of earlier dates; an optional cloud mask (keyword mask=) helps. Tiles must "
+            "be multiples of 4 px (256 px as in the paper). Trained on SEN12MS-CR-TS (13 Level-1C bands). "
+            "s1_bands=0 gives the optical-only variant."
+        ),
+        builder=_build_ca_mtcr,
+        default_s2_bands=S2_BANDS_L1C,
+        default_s1_bands=S1_BANDS,
+        scaling="unit",
+        size_multiple=4,
+        multi_temporal=True,
+        reference=(
+            "You et al., Change-aware multi-temporal cloud removal, Sci China Inf Sci 69(3) 132306 (2026), "
+            "doi:10.1007/s11432-025-4669-x"
+        ),
+        options=(
+            "out_bands", "optical_dim", "depth", "heads", "mlp_ratio", "sar_dim", "fused_dim",
+            "attention_channels", "ltae_heads", "ltae_key_dim", "ltae_model_dim", "decoder_blocks",
+            "decoder_widths", "expansion", "region_selective", "change_aware", "optical_change",
+        ),
+    )
+)

@@ -10,8 +10,11 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink,
                        QgsProcessingParameterFeatureSink, QgsProcessingParameterNumber, QgsWkbTypes)
 from qgis.PyQt.QtGui import QIcon
 
-from ..engine.errors import Cancelled, TopoClearError
 from ..engine.progress import Monitor
+from ..qgis_common.errors import user_message
+from ..qgis_common.layers import LayerError, file_behind_layer
+from ..qgis_common.log import feedback_monitor
+from ..qgis_common.styles import style_when_loaded
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "ui", "icons", "topoclear.svg")
 
@@ -88,11 +91,10 @@ class TopoClearAlgorithm(QgsProcessingAlgorithm):
             if required:
                 raise QgsProcessingException(f"{name}: no raster layer given or it could not be loaded")
             return None
-        if layer.providerType() != "gdal":
-            raise QgsProcessingException(
-                f"{name}: layer '{layer.name()}' comes from the '{layer.providerType()}' provider; "
-                "TopoClear reads rasters through GDAL: save it as a GeoTIFF first")
-        return layer.source().split("|")[0]
+        try:
+            return file_behind_layer(layer, name)
+        except LayerError as exc:
+            raise QgsProcessingException(str(exc)) from None
 
     @staticmethod
     def table_output(name: str, label: str) -> QgsProcessingParameterFeatureSink:
@@ -118,25 +120,23 @@ class TopoClearAlgorithm(QgsProcessingAlgorithm):
 
     @staticmethod
     def monitor(feedback) -> Monitor:
-        return Monitor(feedback.setProgress, feedback.isCanceled, feedback.pushInfo)
+        return feedback_monitor(feedback)
 
     @staticmethod
     def run_engine(call: Callable, feedback):
-        """Run an engine call, turning engine errors into Processing errors the user can act on."""
+        """Run an engine call, turning any failure into one Processing error the user can act on
+        (:func:`~topoclear.qgis_common.errors.user_message`)."""
         try:
             return call()
-        except Cancelled as exc:
-            raise QgsProcessingException("Cancelled by the user: no output was written.") from exc
-        except TopoClearError as exc:
-            raise QgsProcessingException(str(exc)) from exc
+        except QgsProcessingException:
+            raise
+        except Exception as exc:  # every failure reaches the user as a message, never as a traceback
+            raise QgsProcessingException(user_message(exc)) from None
 
     @staticmethod
     def style_output(context, output_path: str, style: str) -> None:
         """Style ``output_path`` when Processing loads it into the project (main thread)."""
-        if context.willLoadLayerOnCompletion(output_path):
-            from ..ui.styles import post_processor
-
-            context.layerToLoadOnCompletionDetails(output_path).setPostProcessor(post_processor(style))
+        style_when_loaded(context, output_path, style)
 
 
 class TorchAlgorithm(TopoClearAlgorithm):

@@ -8,8 +8,7 @@ from __future__ import annotations
 import math
 from typing import Dict, Optional
 
-from qgis.core import (QgsField, QgsFields, QgsMultiBandColorRenderer, QgsContrastEnhancement,
-                       QgsProcessingException, QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputNumber,
+from qgis.core import (QgsField, QgsFields, QgsProcessingException, QgsProcessingOutputNumber,
                        QgsProcessingOutputString, QgsProcessingParameterBoolean, QgsProcessingParameterEnum,
                        QgsProcessingParameterFile, QgsProcessingParameterFileDestination,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
@@ -49,7 +48,7 @@ EVAL_MASK_LABELS = ["Automatic (SCL if the file name says so, else non-zero = cl
 
 
 def _model_help() -> str:
-    from ..engine.inference import describe_needs
+    from ..engine.clouds.removal import describe_needs
 
     items = []
     for key, label in zip(MODEL_KEYS, MODEL_LABELS):
@@ -62,62 +61,6 @@ def _model_help() -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# output style: true colour
-# --------------------------------------------------------------------------------------------
-class TrueColourPostProcessor(QgsProcessingLayerPostProcessorInterface):
-    """Shows a Sentinel-2 output in true colour (B4, B3, B2), reflectance 0-0.3 stretched."""
-
-    def __init__(self, bands, maximum: float):
-        super().__init__()
-        self.bands = bands
-        self.maximum = maximum
-
-    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
-        style_true_colour(layer, self.bands, self.maximum)
-
-
-def style_true_colour(layer, bands, maximum: float) -> None:
-    provider = layer.dataProvider()
-    renderer = QgsMultiBandColorRenderer(provider, *bands)
-    enhancements = []
-    for band in bands:
-        enhancement = QgsContrastEnhancement(provider.dataType(band))
-        enhancement.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
-        enhancement.setMinimumValue(0.0)
-        enhancement.setMaximumValue(maximum)
-        enhancements.append(enhancement)
-    renderer.setRedContrastEnhancement(enhancements[0])
-    renderer.setGreenContrastEnhancement(enhancements[1])
-    renderer.setBlueContrastEnhancement(enhancements[2])
-    layer.setRenderer(renderer)
-    layer.triggerRepaint()
-
-
-def true_colour_bands(path: str):
-    """(red, green, blue) band numbers and the stretch maximum (0.3 reflectance) of a Sentinel-2 raster."""
-    import numpy as np
-    import rasterio
-
-    from ..engine.cloud_evaluation import _rgb_indices
-
-    with rasterio.open(path) as ds:
-        bands = tuple(_rgb_indices(ds, ds.count))
-        maximum = 0.3 if np.dtype(ds.dtypes[0]).kind == "f" else 3000.0
-    return bands, maximum
-
-
-_POST_PROCESSORS: Dict[str, TrueColourPostProcessor] = {}
-
-
-def _post_processor(path: str) -> TrueColourPostProcessor:
-    bands, maximum = true_colour_bands(path)
-    key = f"{bands}-{maximum}"
-    if key not in _POST_PROCESSORS:
-        _POST_PROCESSORS[key] = TrueColourPostProcessor(bands, maximum)
-    return _POST_PROCESSORS[key]
-
-
-# --------------------------------------------------------------------------------------------
 # algorithms
 # --------------------------------------------------------------------------------------------
 class CloudAlgorithm(TorchAlgorithm):
@@ -127,7 +70,7 @@ class CloudAlgorithm(TorchAlgorithm):
 
 def parse_band_list(text: str):
     """``"B2,B3,B4"`` -> overrides {name: (None, index)} in that order of the input's bands."""
-    from ..engine.s2_bands import canonical_band
+    from ..engine.sentinel2.bands import canonical_band
 
     overrides = {}
     for index, item in enumerate([t.strip() for t in str(text).replace(";", ",").split(",") if t.strip()], start=1):
@@ -238,8 +181,8 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("SECONDS", "Run time (s)"))
 
     def engine_arguments(self, parameters, context) -> dict:
-        """The keyword arguments of :func:`topoclear.engine.inference.run_cloud_removal` from the parameters."""
-        from ..engine.inference import InferenceOptions
+        """The keyword arguments of :func:`topoclear.engine.clouds.removal.run_cloud_removal` from the parameters."""
+        from ..engine.clouds.removal import InferenceOptions
 
         source = self.raster_file(parameters, "INPUT", context, required=False)
         safe = self.parameterAsFile(parameters, "SAFE", context)
@@ -270,7 +213,7 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
             dem_band=self.parameterAsInt(parameters, "DEM_BAND", context) or 1, options=options)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..engine.inference import run_cloud_removal
+        from ..engine.clouds.removal import run_cloud_removal
 
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         if not output.lower().endswith((".tif", ".tiff")):
@@ -283,8 +226,7 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
                                  feedback)
         for line in report.summary().splitlines():
             feedback.pushInfo(line)
-        if context.willLoadLayerOnCompletion(output):
-            context.layerToLoadOnCompletionDetails(output).setPostProcessor(_post_processor(output))
+        self.style_output(context, output, "sentinel2")
         cloud = (100.0 * report.cloud_pixels / report.valid_pixels
                  if report.cloud_pixels is not None and report.valid_pixels else None)
         return {"OUTPUT": output, "DEVICE_USED": report.device, "MODEL_USED": report.model,
@@ -327,7 +269,7 @@ class EvaluateAlgorithm(CloudAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(key, label))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..engine.cloud_evaluation import evaluate_rasters, write_report
+        from ..engine.clouds.evaluation import evaluate_rasters, write_report
 
         prediction = self.raster_file(parameters, "PREDICTION", context)
         reference = self.raster_file(parameters, "REFERENCE", context)

@@ -8,7 +8,7 @@ from qgis.core import (QgsProcessingException, QgsProcessingOutputFile, QgsProce
                        QgsProcessingParameterFolderDestination, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString)
 
-from ..engine.dataset_builder import (BuildOptions, SceneInputs, add_missing_masks, build_dataset,
+from ..engine.training.dataset_builder import (BuildOptions, SceneInputs, add_missing_masks, build_dataset,
                                       load_scene_list)
 from .base import TopoClearAlgorithm
 

@@ -10,8 +10,8 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsField, QgsFields, QgsPro
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
 from qgis.PyQt.QtCore import QVariant
 
-from ..engine.s2_bands import locate_bands
-from ..engine.snow import CloudInput, SnowParameters, compute_ndsi, snow_map, snow_statistics
+from ..engine.sentinel2.locate import locate_bands
+from ..engine.snow.mapping import CloudInput, SnowParameters, compute_ndsi, snow_map, snow_statistics
 from .base import TopoClearAlgorithm
 
 ROLE_PARAMETERS = {"B3": ("GREEN", "Green band (B3)"), "B4": ("RED", "Red band (B4)"),

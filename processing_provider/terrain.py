@@ -5,9 +5,9 @@ from qgis.core import (QgsProcessingException, QgsProcessingParameterBand, QgsPr
                        QgsProcessingParameterEnum, QgsProcessingParameterFile, QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterRasterLayer)
 
-from ..engine.s2_metadata import SunAngles, read_sun_angles
-from ..engine.terrain import DEFAULT_SUN, EDGE_MODES, SLOPE_UNITS, TerrainOptions, compute_terrain
-from ..engine.terrain_stack import RESAMPLING, terrain_stack
+from ..engine.sentinel2.metadata import SunAngles, read_sun_angles
+from ..engine.terrain.derivatives import DEFAULT_SUN, EDGE_MODES, SLOPE_UNITS, TerrainOptions, compute_terrain
+from ..engine.terrain.stack import RESAMPLING, terrain_stack
 from .base import TopoClearAlgorithm
 
 EDGE_HELP = (

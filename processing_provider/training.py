@@ -108,7 +108,7 @@ class TrainModelAlgorithm(TorchAlgorithm):
         ok, message = self.canExecute()
         if not ok:
             raise QgsProcessingException(message)
-        from ..engine.training import TrainConfig, train
+        from ..engine.training.loop import TrainConfig, train
 
         models = model_names()
         model = models[self.parameterAsEnum(parameters, "MODEL", context)]

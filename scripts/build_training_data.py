@@ -11,7 +11,7 @@ three kinds of data, each named as what it is in the manifest's ``source``:
 1. ``real SEN12MS-CR pair``: the 6 real cloudy / clear Level-1C pairs of SEN12MS-CR
    (``../shared/data/sen12ms-cr``; 13 bands; cloudy and clear from different dates of one
    season). Cloud and shadow masks are computed from the cloudy image with the plugin's own
-   detectors (DSen2-CR cloud score, Zhai shadow test: :mod:`topoclear.engine.masks`). The pair
+   detectors (DSen2-CR cloud score, Zhai shadow test: :mod:`topoclear.engine.clouds.masks.rules`). The pair
    ``26_p100`` is marked ``exclude``: its clear image is snow-covered and its cloudy one
    snow-free, a land-cover change that no cloud removal can (or should) learn. CRT-UNet keeps
    land only: patches with more than 10 % open water are left out, which removes ``31_p100``
@@ -22,11 +22,11 @@ three kinds of data, each named as what it is in the manifest's ``source``:
 2. ``synthetic clouds on a real clear image``: the 6 clear SEN12MS-CR images and the clear
    SEN12MS-CR-TS date 2018-05-31 (Rome; the 2018-01-06 image holds cirrus, B10 ~ 0.07, and is
    left out), each with ``--draws`` independent synthetic cloud fields
-   (:mod:`topoclear.engine.synthetic_clouds`: fractal thickness, alpha blending towards a
+   (:mod:`topoclear.engine.training.synthetic_clouds`: fractal thickness, alpha blending towards a
    measured cloud spectrum, thin / thick / mixed, shadows cast along the sun azimuth) whose
    cover runs from 5 to 95 %; the masks are the generator's. Patches with more than 10 % open
    water are left out (CRT-UNet keeps land only).
-3. ``semi-synthetic terrain-aware scene``: :mod:`topoclear.engine.semisynthetic` scenes over
+3. ``semi-synthetic terrain-aware scene``: :mod:`topoclear.engine.training.semisynthetic` scenes over
    the two real DEMs (SRTM ``bigtujunga.tif``, San Gabriel Mountains, 315-2295 m; Rocky
    Mountain NP ``rmnp-dem.tif``, 2281-4261 m, reprojected to UTM 13N), at ``--resolution`` m,
    ``--variants`` per DEM (season / snowline, sun, Sentinel-1 pass and clouds differ; see
@@ -34,7 +34,7 @@ three kinds of data, each named as what it is in the manifest's ``source``:
    the variant's sun, synthetic clouds and Sentinel-1 VV/VH following the local incidence
    angle. Every file name carries "semisynthetic".
 
-All patches go through one :func:`topoclear.engine.dataset_builder.build_dataset` call, so the
+All patches go through one :func:`topoclear.engine.training.dataset_builder.build_dataset` call, so the
 80 / 15 / 5 split is by spatial blocks (``--block-patches``), balanced within each source, and a
 place seen several times (a real pair and its synthetic clouds; the variants of one DEM) always
 lands in one split. Intermediate scene rasters go to ``<out>/scenes`` and are reused by the
@@ -58,13 +58,13 @@ from pathlib import Path
 
 import numpy as np
 
-from topoclear.engine.dataset_builder import BuildOptions, SceneInputs, build_dataset, split_overlaps
-from topoclear.engine.patch_dataset import write_cloud_shadow_masks
+from topoclear.engine.training.dataset_builder import BuildOptions, SceneInputs, build_dataset, split_overlaps
+from topoclear.engine.training.patches import write_cloud_shadow_masks
 from topoclear.engine.progress import Monitor
-from topoclear.engine.s2_bands import L1C_ORDER
-from topoclear.engine.semisynthetic import (SemiSyntheticConfig, default_data_root, generate_scene,
+from topoclear.models.bands import S2_BANDS_L1C
+from topoclear.engine.training.semisynthetic import (SemiSyntheticConfig, default_data_root, generate_scene,
                                             load_spectral_library)
-from topoclear.engine.synthetic_clouds import CloudParameters, write_synthetic_pair
+from topoclear.engine.training.synthetic_clouds import CloudParameters, write_synthetic_pair
 
 REAL = "real SEN12MS-CR pair"
 SYNTHETIC = "synthetic clouds on a real clear image"
@@ -105,14 +105,14 @@ def real_pairs(data: Path, work: Path, log, split: str = "auto") -> list:
     for key in sorted(set(clear) & set(cloudy)):
         cm, sm = work / "real" / f"{key}_cloud.tif", work / "real" / f"{key}_shadow.tif"
         if not (cm.exists() and sm.exists()):
-            fc, fs = write_cloud_shadow_masks(str(cloudy[key]), L1C_ORDER, cm, sm)
+            fc, fs = write_cloud_shadow_masks(str(cloudy[key]), S2_BANDS_L1C, cm, sm)
             log(f"  real pair {key}: masks cloud {100 * fc:.1f} %, shadow {100 * fs:.1f} %")
         change = key == SNOW_CHANGE_PAIR
         out.append(SceneInputs(
             name=f"real_{key}", cloudy=str(cloudy[key]), target=str(clear[key]), cloud_mask=str(cm),
             shadow_mask=str(sm), group=f"sen12mscr_{key}", source=REAL,
             split="exclude" if change else (None if split == "auto" else split),
-            s2_bands=L1C_ORDER, max_water_fraction=MAX_WATER,
+            s2_bands=S2_BANDS_L1C, max_water_fraction=MAX_WATER,
             notes=("clear image snow-covered, cloudy one snow-free: a land-cover change, excluded" if change else
                    f"SEN12MS-CR {cloudy[key].name} / {clear[key].name}; masks: DSen2-CR cloud score + Zhai shadow")))
     return out
@@ -134,12 +134,12 @@ def synthetic_pairs(data: Path, work: Path, draws: int, seed: int, log) -> list:
             cm, sm = folder / f"{name}_cloud.tif", folder / f"{name}_shadow.tif"
             s = seed * 10007 + 100 * i + d
             if not all(p.exists() for p in (cloudy, cm, sm)):
-                write_synthetic_pair(path, L1C_ORDER, cloudy, cm, sm, seed=s, coverage=float(covers[d]),
+                write_synthetic_pair(path, S2_BANDS_L1C, cloudy, cm, sm, seed=s, coverage=float(covers[d]),
                                      kind=kinds[(i + d) % 3])
             out.append(SceneInputs(
                 name=name, cloudy=str(cloudy), target=str(path), cloud_mask=str(cm), shadow_mask=str(sm),
-                group=group, source=SYNTHETIC, s2_bands=L1C_ORDER, max_water_fraction=MAX_WATER,
-                notes=f"{path.name} with synthetic clouds (topoclear.engine.synthetic_clouds, seed {s}, "
+                group=group, source=SYNTHETIC, s2_bands=S2_BANDS_L1C, max_water_fraction=MAX_WATER,
+                notes=f"{path.name} with synthetic clouds (topoclear.engine.training.synthetic_clouds, seed {s}, "
                       f"cover parameter {covers[d]:.2f}, {kinds[(i + d) % 3]})"))
         log(f"  synthetic clouds on {path.name}: {draws} draws")
     return out

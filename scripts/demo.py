@@ -46,7 +46,7 @@ def start_qgis():
 
 def tile_reference(safe: Path, dem: Path, out: Path) -> Path:
     """A small raster on the Sentinel-2 tile's own 10 m grid, covering the DEM's overlap with the tile."""
-    from topoclear.engine.s2_metadata import read_tile_grid
+    from topoclear.engine.sentinel2.metadata import read_tile_grid
 
     tile = read_tile_grid(safe, 10)
     with rasterio.open(dem) as ds:

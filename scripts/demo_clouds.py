@@ -39,7 +39,7 @@ MODEL_INDEX = {"crt_unet": 0, "unet": 1, "dsen2cr": 2, "cr_gan": 3, "sar2opt_gan
 
 
 def _weights(model: str, with_s1: bool) -> Optional[str]:
-    from topoclear.engine.inference import shipped_weights
+    from topoclear.engine.clouds.removal import shipped_weights
 
     return shipped_weights(model, with_s1)
 
@@ -62,7 +62,7 @@ def _place_on_mountains(data: Path, out: Path) -> Dict[str, str]:
 
 def _cloud_mask(cloudy: str, out: Path) -> str:
     """The DSen2-CR rule-based cloud + shadow mask of a 13-band L1C patch, as a GeoTIFF (1 = cloud/shadow)."""
-    from topoclear.engine.masks import bands_from_stack, cloud_shadow_masks_l1c
+    from topoclear.engine.clouds.masks.rules import bands_from_stack, cloud_shadow_masks_l1c
 
     with rasterio.open(cloudy) as ds:
         stack, profile = ds.read(), ds.profile
@@ -149,7 +149,7 @@ def cloud_removal_demo(processing, data: Path, out: Path) -> Dict[str, str]:
         if area is not None:
             print(f"  snow, {label:17s}: {area:.3f} km2 ({percent:.1f} % of the valid area)")
     if skipped:
-        from topoclear.engine.inference import WEIGHTS_DIR
+        from topoclear.engine.clouds.removal import WEIGHTS_DIR
 
         print(f"  No trained cloud-removal weights are shipped yet in {WEIGHTS_DIR} for: " + "; ".join(skipped)
               + ". Those steps were skipped; give weights with topoclear:removeclouds WEIGHTS=... to run them.")

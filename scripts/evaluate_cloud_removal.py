@@ -6,7 +6,7 @@ Run after ``scripts/build_training_data.py`` and ``scripts/train_default_weights
     .venv/bin/python scripts/evaluate_cloud_removal.py --update-results
 
 evaluates, on the samples of ``build/training-data/manifest.json``, the baselines of
-:data:`topoclear.engine.baselines.BASELINES` and every weights file in ``models/weights`` whose
+:data:`topoclear.engine.training.baselines.BASELINES` and every weights file in ``models/weights`` whose
 inputs the samples have (models with Sentinel-1 only on the terrain-aware scenes, the only ones
 with Sentinel-1), each run as ``topoclear:removeclouds`` runs it by default (pixels outside the
 cloud / shadow mask kept from the input):
@@ -35,10 +35,10 @@ sys.path.insert(0, str(REPO / "build" / "plugins"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from machine import describe_machine  # noqa: E402
-from topoclear.engine.atomic import write_text_atomic  # noqa: E402
-from topoclear.engine.baselines import BASELINES, evaluate_baselines, load_eval_samples  # noqa: E402
+from topoclear.engine.io.atomic import write_text_atomic  # noqa: E402
+from topoclear.engine.training.baselines import BASELINES, evaluate_baselines, load_eval_samples  # noqa: E402
 from topoclear.engine.checkpoints import checkpoint_paths, load_model  # noqa: E402
-from topoclear.engine.model_evaluation import model_predictor, sample_accepts  # noqa: E402
+from topoclear.engine.training.model_evaluation import model_predictor, sample_accepts  # noqa: E402
 
 HEADING = "## Cloud removal: shipped weights against baselines on held-out data"
 #: (title, source filter, split)

@@ -9,7 +9,7 @@
 
 Each recipe (:data:`RECIPES`) names the registry model, its band layout, the samples it trains
 on and the training settings; everything else is the training engine's
-(:mod:`topoclear.engine.training`) with the paper's optimiser, learning rate and loss. The
+(:mod:`topoclear.engine.training.loop`) with the paper's optimiser, learning rate and loss. The
 weights are written as float16 safetensors with the JSON model card beside them.
 
 The shipped networks are **compact** versions of the papers' architectures (the same layers,
@@ -31,11 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 
 from topoclear.engine.checkpoints import read_card, save_model  # noqa: E402
-from topoclear.engine.patch_dataset import load_manifest  # noqa: E402
+from topoclear.engine.training.patches import load_manifest  # noqa: E402
 from topoclear.engine.progress import Monitor  # noqa: E402
-from topoclear.engine.s2_bands import TEN_BAND_ORDER  # noqa: E402
-from topoclear.engine.training import TrainConfig, paper_defaults, train  # noqa: E402
-from topoclear.models.registry import S1_BANDS, TERRAIN_BANDS  # noqa: E402
+from topoclear.models.bands import S2_BANDS_10_20M  # noqa: E402
+from topoclear.engine.training.loop import TrainConfig, paper_defaults, train  # noqa: E402
+from topoclear.models.bands import S1_BANDS, TERRAIN_BANDS  # noqa: E402
 
 #: UNet / CRT-UNet of the shipped weights: the paper's widths (32, 64, 128, 256, 512, 616) / 4, and
 #: a prediction added to the cloudy input (``residual``), which starts from the identity and
@@ -68,7 +68,7 @@ class Recipe:
         steps = max(1, int(round(self.steps * scale / self.epochs)))
         batch = paper_defaults(self.model)["batch_size"]
         return TrainConfig(
-            model=self.model, s2_bands=list(TEN_BAND_ORDER), s1_bands=list(S1_BANDS) if self.s1 else 0,
+            model=self.model, s2_bands=list(S2_BANDS_10_20M), s1_bands=list(S1_BANDS) if self.s1 else 0,
             terrain_bands=list(TERRAIN_BANDS) if self.terrain else None, model_options=dict(self.options),
             epochs=self.epochs, steps_per_epoch=steps, crops_per_sample=math.ceil(steps * batch / samples),
             patch_size=self.patch_size,

@@ -6,10 +6,10 @@ import pytest
 import rasterio
 
 from conftest import data_path
-from topoclear.engine.baselines import BASELINES, EvalSample, evaluate_baselines, identity, inpaint
-from topoclear.engine.dataset_builder import BuildOptions, SceneInputs, build_dataset
-from topoclear.engine.s2_bands import L1C_ORDER, TEN_BAND_ORDER
-from topoclear.engine.synthetic_clouds import add_synthetic_clouds, write_synthetic_pair
+from topoclear.engine.training.baselines import BASELINES, EvalSample, evaluate_baselines, identity, inpaint
+from topoclear.engine.training.dataset_builder import BuildOptions, SceneInputs, build_dataset
+from topoclear.models.bands import S2_BANDS_L1C, S2_BANDS_10_20M
+from topoclear.engine.training.synthetic_clouds import add_synthetic_clouds, write_synthetic_pair
 
 INPAINT = "inpainting (GDAL FillNodata)"
 IDENTITY = "identity (cloudy input)"
@@ -34,15 +34,15 @@ def test_inpaint_fills_only_the_mask_and_interpolates_smooth_fields():
 def synthetic_samples():
     """Real clear SEN12MS-CR images (UK, DR Congo) with thick synthetic clouds at several covers."""
     out = []
-    idx = [L1C_ORDER.index(b) for b in TEN_BAND_ORDER]
+    idx = [S2_BANDS_L1C.index(b) for b in S2_BANDS_10_20M]
     for name in ("ROIs2017_winter_s2_102_p926.tif", "ROIs1158_spring_s2_39_p500.tif"):
         with rasterio.open(data_path("sen12ms-cr", "s2_clear", name)) as ds:
             clear = ds.read().astype(np.float32)
         for k, cover in enumerate((0.15, 0.45, 0.8)):
-            res = add_synthetic_clouds(clear, L1C_ORDER, seed=k, coverage=cover, kind="thick", pixel_size_m=10.0)
+            res = add_synthetic_clouds(clear, S2_BANDS_L1C, seed=k, coverage=cover, kind="thick", pixel_size_m=10.0)
             refl = lambda a: np.clip(a[idx] / 10000.0, 0, 1).astype(np.float32)  # noqa: E731
             out.append(EvalSample(f"{name}_{k}", "synthetic", "test", refl(res.cloudy), refl(clear), res.csm,
-                                  TEN_BAND_ORDER))
+                                  S2_BANDS_10_20M))
     return out
 
 
@@ -75,10 +75,10 @@ def test_evaluate_a_built_manifest_by_split_and_source(tmp_path):
     scenes = []
     for d in range(2):
         cloudy, cm, sm = (tmp_path / f"syn{d}{s}.tif" for s in ("", "_cloud", "_shadow"))
-        write_synthetic_pair(clear, L1C_ORDER, cloudy, cm, sm, seed=d, coverage=0.5)
+        write_synthetic_pair(clear, S2_BANDS_L1C, cloudy, cm, sm, seed=d, coverage=0.5)
         scenes.append(SceneInputs(f"syn{d}", str(cloudy), str(clear), cloud_mask=str(cm), shadow_mask=str(sm),
-                                  source="synthetic clouds", s2_bands=L1C_ORDER))
-    scenes.append(SceneInputs("real", str(cloudy_real), str(clear), source="real pair", s2_bands=L1C_ORDER))
+                                  source="synthetic clouds", s2_bands=S2_BANDS_L1C))
+    scenes.append(SceneInputs("real", str(cloudy_real), str(clear), source="real pair", s2_bands=S2_BANDS_L1C))
     build_dataset(scenes, tmp_path / "ds", BuildOptions(patch_size=128, block_patches=1, seed=0))
     everything = evaluate_baselines(tmp_path / "ds", split=None)
     assert everything["samples"] == 12  # 3 scenes x 4 patches

@@ -17,7 +17,7 @@ import torch
 
 from conftest import REPO_ROOT, data_path
 from topoclear.engine import checkpoints
-from topoclear.engine.cloud_evaluation import evaluate_rasters
+from topoclear.engine.clouds.evaluation import evaluate_rasters
 from topoclear.models import build_model
 
 S2 = ("sen12ms-cr", "s2_cloudy", "ROIs1868_summer_s2_cloudy_19_p30.tif")

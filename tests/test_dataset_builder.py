@@ -9,10 +9,10 @@ import rasterio
 from rasterio.transform import from_origin
 
 from conftest import data_path
-from topoclear.engine.dataset_builder import (BuildOptions, SceneInputs, assign_splits, build_dataset,
+from topoclear.engine.training.dataset_builder import (BuildOptions, SceneInputs, assign_splits, build_dataset,
                                               load_scene_list, split_overlaps)
 from topoclear.engine.errors import InputError
-from topoclear.engine.patch_dataset import PatchDataset, load_manifest
+from topoclear.engine.training.patches import PatchDataset, load_manifest
 
 BANDS = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
 

@@ -21,13 +21,14 @@ from rasterio.transform import from_origin
 
 from conftest import data_path, requires_cuda
 from topoclear.engine import checkpoints
-from topoclear.engine.alignment import S1Source, TerrainSource, footprint_coverage
+from topoclear.engine.clouds.inputs import S1Source, TerrainSource
+from topoclear.engine.io.warp import footprint_coverage
 from topoclear.engine.errors import Cancelled, InputError
-from topoclear.engine.inference import (AMP_TOLERANCE, InferenceOptions, default_tiling, receptive_radius,
+from topoclear.engine.clouds.removal import (AMP_TOLERANCE, InferenceOptions, default_tiling, receptive_radius,
                                         remove_clouds, resolve_model, select_device)
 from topoclear.engine.progress import Monitor
-from topoclear.engine.raster import Grid
-from topoclear.engine.terrain_stack import terrain_stack
+from topoclear.engine.io.raster import Grid
+from topoclear.engine.terrain.stack import terrain_stack
 from topoclear.models import build_model
 
 gdal.UseExceptions()
@@ -318,7 +319,7 @@ def test_crt_unet_on_a_mountain_scene_and_models_without_inputs(mountain, tmp_pa
 
 
 def test_optical_only_variant_is_chosen_without_sentinel1(tmp_path, monkeypatch):
-    import topoclear.engine.inference as inference
+    import topoclear.engine.clouds.removal as inference
 
     s2, _ = scene(tmp_path, 96, 96, dtype="uint16")
     choice = resolve_model("dsen2cr", has_s1=False, allow_untrained=True, options={"features": 8, "blocks": 1})

@@ -13,24 +13,11 @@ import numpy as np
 import pytest
 
 from conftest import data_path
-from topoclear.engine.masks import (
-    CLOUD_SCORE_HALO,
-    L1C_BANDS,
-    L2A_BANDS,
-    SHADOW_HALO,
-    bands_from_stack,
-    cloud_mask_l1c,
-    cloud_score_l1c,
-    cloud_shadow_masks_l1c,
-    dn_to_reflectance,
-    mask_fraction,
-    normalized_difference,
-    rescale,
-    scl_cloud_shadow_mask,
-    scl_masks,
-    shadow_mask_l1c,
-    shadow_thresholds,
-)
+from topoclear.engine.clouds.masks.rules import (CLOUD_SCORE_HALO, SHADOW_HALO,
+    bands_from_stack, cloud_mask_l1c, cloud_score_l1c, cloud_shadow_masks_l1c, dn_to_reflectance, mask_fraction,
+    normalized_difference, rescale, shadow_mask_l1c, shadow_thresholds)
+from topoclear.engine.clouds.masks.scl import scl_cloud_shadow_mask, scl_masks
+from topoclear.models.bands import S2_BANDS_L1C, S2_BANDS_L2A
 
 SCL_20M = (
     "sentinel2-safe",
@@ -60,7 +47,7 @@ def clear(roi: str, patch: str) -> dict:
 
 
 def uniform_bands(shape=(20, 20), **values) -> dict:
-    base = {b: 0.05 for b in L1C_BANDS}
+    base = {b: 0.05 for b in S2_BANDS_L1C}
     base.update(values)
     return {b: np.full(shape, v, dtype=np.float64) for b, v in base.items()}
 
@@ -73,8 +60,8 @@ def test_helpers():
     assert dn_to_reflectance(np.array([1000, 11000]), offset=-1000).tolist() == pytest.approx([0.0, 1.0])
     stack = np.arange(13, dtype=np.uint16)[:, None, None] * np.ones((13, 2, 3), dtype=np.uint16) * 1000
     b = bands_from_stack(stack)
-    assert list(b) == list(L1C_BANDS) and b["B10"][0, 0] == pytest.approx(1.0) and b["B8A"][0, 0] == pytest.approx(0.8)
-    assert len(L2A_BANDS) == 12 and "B10" not in L2A_BANDS
+    assert list(b) == list(S2_BANDS_L1C) and b["B10"][0, 0] == pytest.approx(1.0) and b["B8A"][0, 0] == pytest.approx(0.8)
+    assert len(S2_BANDS_L2A) == 12 and "B10" not in S2_BANDS_L2A
     with pytest.raises(ValueError):
         bands_from_stack(stack[:12])
 

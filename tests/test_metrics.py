@@ -204,7 +204,7 @@ def test_evaluate_identity_baseline_with_real_mask():
     Reproduction error is exactly 0 (the prediction is the input), and the reconstruction
     error inside the clouds exceeds the error on clear pixels.
     """
-    from topoclear.engine.masks import bands_from_stack, cloud_mask_l1c
+    from topoclear.engine.clouds.masks.rules import bands_from_stack, cloud_mask_l1c
 
     clear, cloudy = load_pair("ROIs1158_spring", "39_p500")
     m = cloud_mask_l1c(bands_from_stack(cloudy, scale=None))

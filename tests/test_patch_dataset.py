@@ -12,8 +12,9 @@ from rasterio.windows import Window
 
 from conftest import SHARED_DATA, data_path
 from topoclear.engine.errors import InputError
-from topoclear.engine.masks import L1C_BANDS, bands_from_stack, cloud_shadow_masks_l1c
-from topoclear.engine.patch_dataset import (PatchDataset, StackRef, augment, build_sample_manifests, load_manifest,
+from topoclear.models.bands import S2_BANDS_L1C
+from topoclear.engine.clouds.masks.rules import bands_from_stack, cloud_shadow_masks_l1c
+from topoclear.engine.training.patches import (PatchDataset, StackRef, augment, build_sample_manifests, load_manifest,
                                             read_stack, reference_grid, write_cloud_shadow_masks)
 from topoclear.models.scaling import scale_s2
 
@@ -47,7 +48,7 @@ def test_sample_manifests_real_pairs_synthetic_pairs_and_splits(manifests):
     assert len(real) == 6 and len(synthetic) == 8
     assert by_id["real_26_p100"].split == "exclude"  # snow on the clear date only
     assert {s.id for s in cr.split("val")} == {"real_39_p500", "synthetic_39_p500"}
-    assert all(s.s2_bands == L1C_BANDS and s.has("cloud_mask") and s.has("shadow_mask") for s in cr.samples)
+    assert all(s.s2_bands == S2_BANDS_L1C and s.has("cloud_mask") and s.has("shadow_mask") for s in cr.samples)
     assert "SEN12MS-CR" in cr.description
     ben = load_manifest(manifests["bigearthnet"])
     assert len(ben.samples) == 6 and all(len(s.stacks["s1"].paths) == 2 for s in ben.samples)
@@ -65,10 +66,10 @@ def test_json_csv_and_folder_manifests(tmp_path):
     folder = load_manifest(tmp_path)
     assert [s.id for s in folder.samples] == ["a", "b"]
     assert folder.samples[0].has("terrain") and not folder.samples[1].has("terrain")
-    assert folder.samples[0].s2_bands == L1C_BANDS
+    assert folder.samples[0].s2_bands == S2_BANDS_L1C
 
     (tmp_path / "m.json").write_text(json.dumps({
-        "s2_bands": list(L1C_BANDS),
+        "s2_bands": list(S2_BANDS_L1C),
         "samples": [{"id": "a", "cloudy": "cloudy/a.tif", "target": "target/a.tif", "split": "val"},
                     {"id": "b", "cloudy": "cloudy/b.tif", "target": ["target/b.tif"], "s2_offset": -1000}]}))
     m = load_manifest(tmp_path / "m.json")
@@ -178,14 +179,14 @@ def test_dataset_items_bands_scaling_and_masks(manifests):
     sample_id, window = plain.window_of(4)
     sample = next(s for s in m.samples if s.id == sample_id)
     with rasterio.open(sample.stacks["target"].paths[0]) as src:
-        raw = src.read([L1C_BANDS.index(b) + 1 for b in TEN], window=window)
+        raw = src.read([S2_BANDS_L1C.index(b) + 1 for b in TEN], window=window)
     assert np.allclose(plain[4]["target"], scale_s2(raw, "dsen2cr"))
     assert "cloud_mask" not in plain[4]
 
 
 def test_crops_depend_only_on_seed_epoch_and_index(manifests):
     m = load_manifest(manifests["sen12mscr"])
-    kwargs = dict(s2_bands=L1C_BANDS, output_bands=L1C_BANDS, patch_size=32, seed=1)
+    kwargs = dict(s2_bands=S2_BANDS_L1C, output_bands=S2_BANDS_L1C, patch_size=32, seed=1)
     a, b = PatchDataset(m.split("train"), **kwargs), PatchDataset(m.split("train"), **kwargs)
     b[0], b[7]  # reading other items first changes nothing
     assert all(np.array_equal(a[3][k], b[3][k]) for k in a[3])
@@ -195,7 +196,7 @@ def test_crops_depend_only_on_seed_epoch_and_index(manifests):
 
 def test_cached_stacks_give_the_same_items_as_reading_from_disk(manifests):
     m = load_manifest(manifests["sen12mscr"])
-    kwargs = dict(s2_bands=L1C_BANDS, output_bands=TEN, patch_size=32, seed=3)
+    kwargs = dict(s2_bands=S2_BANDS_L1C, output_bands=TEN, patch_size=32, seed=3)
     disk, memory = PatchDataset(m.split("train"), **kwargs), PatchDataset(m.split("train"), cache=True, **kwargs)
     for epoch in (0, 1):
         disk.set_epoch(epoch), memory.set_epoch(epoch)
@@ -236,7 +237,7 @@ def test_missing_inputs_error_or_zeros(manifests):
 def test_dataset_errors_name_the_problem(manifests):
     ben = load_manifest(manifests["bigearthnet"])
     with pytest.raises(InputError, match="B10"):  # Level-2A has no B10
-        PatchDataset(ben.samples, s2_bands=L1C_BANDS, output_bands=L1C_BANDS, patch_size=32)
+        PatchDataset(ben.samples, s2_bands=S2_BANDS_L1C, output_bands=S2_BANDS_L1C, patch_size=32)
     with pytest.raises(InputError, match="smaller than the patch size"):
         PatchDataset(ben.samples, s2_bands=TEN, output_bands=TEN, patch_size=128)
     cr = load_manifest(manifests["sen12mscr"])
@@ -248,7 +249,7 @@ def test_dataset_errors_name_the_problem(manifests):
 
 def test_windowed_masks_equal_the_whole_image_masks(tmp_path):
     path = data_path(CR, "s2_cloudy", "ROIs1158_spring_s2_cloudy_39_p500.tif")
-    fractions = write_cloud_shadow_masks(str(path), L1C_BANDS, tmp_path / "c.tif", tmp_path / "s.tif", strip_rows=37)
+    fractions = write_cloud_shadow_masks(str(path), S2_BANDS_L1C, tmp_path / "c.tif", tmp_path / "s.tif", strip_rows=37)
     with rasterio.open(path) as ds:
         whole = cloud_shadow_masks_l1c(bands_from_stack(ds.read()))
     with rasterio.open(tmp_path / "c.tif") as c, rasterio.open(tmp_path / "s.tif") as s:

@@ -9,9 +9,9 @@ import rasterio
 from rasterio.windows import Window
 
 from conftest import SHARED_DATA, data_path
-from topoclear.engine import semisynthetic as ss
+from topoclear.engine.training import semisynthetic as ss
 from topoclear.engine.errors import InputError
-from topoclear.engine.synthetic_clouds import CloudParameters
+from topoclear.engine.training.synthetic_clouds import CloudParameters
 
 SUN_ZENITH, SUN_AZIMUTH = 50.0, 150.0
 

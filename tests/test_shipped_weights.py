@@ -8,7 +8,7 @@ import torch
 
 from conftest import REPO_ROOT, data_path
 from topoclear.engine.checkpoints import file_sha256, load_model
-from topoclear.engine.inference import WEIGHTS_DIR, resolve_model, shipped_weights
+from topoclear.engine.clouds.removal import WEIGHTS_DIR, resolve_model, shipped_weights
 
 SHIPPED = ("crt_unet", "unet", "unet_nosar", "dsen2cr", "dsen2cr_nosar")
 
@@ -46,7 +46,7 @@ def test_shipped_optical_model_clears_a_real_cloudy_patch(tmp_path):
     import numpy as np
     import rasterio
 
-    from topoclear.engine.inference import InferenceOptions, run_cloud_removal
+    from topoclear.engine.clouds.removal import InferenceOptions, run_cloud_removal
 
     s2 = data_path("sen12ms-cr", "s2_cloudy", "ROIs1970_fall_s2_cloudy_136_p139.tif")
     out = tmp_path / "clear.tif"

@@ -17,9 +17,13 @@ from rasterio.warp import Resampling, reproject
 from conftest import data_path
 from topoclear.engine.errors import Cancelled, InputError
 from topoclear.engine.progress import Monitor
-from topoclear.engine.raster import Grid, warp_window
-from topoclear.engine.s2_bands import BandReader, band_from_filename, canonical_band, locate_bands, ndsi
-from topoclear.engine.snow import (CLOUD, NO_SNOW, NODATA, SNOW, CloudInput, ElevationBand, ElevationCounts,
+from topoclear.engine.io.raster import Grid
+from topoclear.engine.io.warp import warp_window
+from topoclear.engine.sentinel2.reader import BandReader
+from topoclear.engine.sentinel2.bands import band_from_filename, canonical_band
+from topoclear.engine.sentinel2.locate import locate_bands
+from topoclear.engine.snow.indices import ndsi
+from topoclear.engine.snow.mapping import (CLOUD, NO_SNOW, NODATA, SNOW, CloudInput, ElevationBand, ElevationCounts,
                                    SnowParameters, _block_mean, compute_ndsi, find_snowline, read_snowline_tag,
                                    snow_map, snow_statistics)
 
@@ -558,7 +562,7 @@ def test_tatarstan_cloudy_mixes_snow_and_cloud(tmp_path):
 def test_tatarstan_lis_releases_snow_from_an_overdetecting_cloud_mask(tmp_path):
     """The DSen2-CR rule-based L1C cloud mask flags most of the snowy 136_p139 scene as cloud; LIS
     releases the dark clouds and recovers the snow the single threshold loses under the mask."""
-    masks = pytest.importorskip("topoclear.engine.masks")
+    masks = pytest.importorskip("topoclear.engine.clouds.masks.rules")
     path = sen12("s2_cloudy", "ROIs1970_fall_s2_cloudy_136_p139")
     with rasterio.open(path) as ds:
         dn = ds.read()

@@ -12,8 +12,8 @@ from rasterio.transform import from_origin
 from conftest import data_path
 from topoclear.engine.errors import Cancelled, InputError, OutputError
 from topoclear.engine.progress import Monitor
-from topoclear.engine.s2_metadata import SunAngles
-from topoclear.engine.terrain import TerrainOptions, compute_terrain
+from topoclear.engine.sentinel2.metadata import SunAngles
+from topoclear.engine.terrain.derivatives import TerrainOptions, compute_terrain
 
 gdal.UseExceptions()
 
@@ -167,7 +167,7 @@ def test_nodata_centre_gives_nodata(bigtujunga, tmp_path, mode):
 
 
 def test_sun_angles_from_real_metadata():
-    from topoclear.engine.s2_metadata import find_tile_metadata, read_sun_angles
+    from topoclear.engine.sentinel2.metadata import find_tile_metadata, read_sun_angles
 
     root = data_path("sentinel2-safe")
     expected = {"T11SLT": (27.3677090099684, 145.690428046411), "T22HBD": (32.3712311857264, 64.9495240978383),
@@ -186,7 +186,7 @@ def test_sun_angles_from_real_metadata():
 
 
 def test_metadata_without_sun_angles_is_a_clear_error(tmp_path):
-    from topoclear.engine.s2_metadata import read_sun_angles
+    from topoclear.engine.sentinel2.metadata import read_sun_angles
 
     bad = tmp_path / "MTD_TL.xml"
     bad.write_text("<Level-2A_Tile_ID><General_Info/></Level-2A_Tile_ID>")
@@ -243,7 +243,7 @@ def test_progress_is_reported(bigtujunga, tmp_path):
 
 
 def test_tile_grid_from_real_metadata():
-    from topoclear.engine.s2_metadata import read_tile_grid
+    from topoclear.engine.sentinel2.metadata import read_tile_grid
 
     safe = next(data_path("sentinel2-safe").glob("S2A_MSIL2A_20150826*T11SLT*"))
     grid = read_tile_grid(safe, 20)

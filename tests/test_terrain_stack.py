@@ -11,9 +11,9 @@ from rasterio.transform import from_origin
 from conftest import data_path
 from topoclear.engine.errors import Cancelled, InputError
 from topoclear.engine.progress import Monitor
-from topoclear.engine.s2_metadata import read_sun_angles
-from topoclear.engine.terrain import TerrainOptions, compute_terrain
-from topoclear.engine.terrain_stack import STACK_BANDS, terrain_stack
+from topoclear.engine.sentinel2.metadata import read_sun_angles
+from topoclear.engine.terrain.derivatives import TerrainOptions, compute_terrain
+from topoclear.engine.terrain.stack import STACK_BANDS, terrain_stack
 
 gdal.UseExceptions()
 

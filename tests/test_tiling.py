@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from topoclear.engine.tiling import Blender, TilePlan, reflect_index, round_up, take, tile_source, weight_profile
+from topoclear.engine.clouds.tiling import Blender, TilePlan, reflect_index, round_up, take, tile_source, weight_profile
 
 
 def blend_positions(plan: TilePlan):

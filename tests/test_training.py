@@ -19,9 +19,9 @@ import torch
 from conftest import REPO_ROOT, SHARED_DATA, requires_cuda
 from topoclear.engine.checkpoints import load_model, read_card, save_model
 from topoclear.engine.errors import Cancelled, InputError
-from topoclear.engine.patch_dataset import build_sample_manifests, load_manifest
+from topoclear.engine.training.patches import build_sample_manifests, load_manifest
 from topoclear.engine.progress import Monitor
-from topoclear.engine.training import PAPER_DEFAULTS, TrainConfig, resolve_device, split_samples, train
+from topoclear.engine.training.loop import PAPER_DEFAULTS, TrainConfig, resolve_device, split_samples, train
 from topoclear.models import build_model, list_models
 
 NARROW = {"widths": [8, 16]}

@@ -7,10 +7,12 @@ from typing import List, Optional
 from qgis.core import QgsProject, QgsRasterLayer
 from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsSpinBox
 from qgis.PyQt import sip
-from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QPlainTextEdit, QVBoxLayout, QWidget
+from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QVBoxLayout, QWidget
 
-from .cloud_task import CloudRemovalTask
-from .task_dock import TaskDock, file_of, raster_combo
+from ..qgis_common.styles import apply_style
+from ..qgis_common.layers import file_behind_layer
+from .engine_task import EngineTask
+from .task_dock import TaskDock, raster_combo
 
 MODELS = [("crt_unet", "CRT-UNet (S2 + S1 + terrain)"), ("unet", "UNet (S2 + S1)"),
           ("dsen2cr", "DSen2-CR (S2 + S1, residual)"), ("cr_gan", "Cloud-removal GAN (RGB + S1)"),
@@ -37,7 +39,7 @@ def _cuda_devices() -> List[tuple]:
 class CloudDock(TaskDock):
     """Pick the Sentinel-2 layer (and Sentinel-1, DEM, cloud mask), the model and the device, and run.
 
-    The run is a :class:`CloudRemovalTask` in QGIS's task manager (progress bar, Cancel, the device
+    The run is an :class:`~topoclear.ui.engine_task.EngineTask` in QGIS's task manager (progress bar, Cancel, the device
     shown as soon as it is chosen); the cloud-free image is added to the project in true colour.
     ``runFinished(ok, message)`` is emitted when a run ends, after the layer was added.
     """
@@ -118,10 +120,6 @@ class CloudDock(TaskDock):
         self.device_label = QLabel("Device: -")
         layout.addWidget(self.device_label)
         layout.addWidget(self.result_label)
-        self.log = QPlainTextEdit()
-        self.log.setReadOnly(True)
-        self.log.setMaximumBlockCount(500)
-        self.log.setMinimumHeight(80)
         layout.addWidget(self.log)
 
         self.set_body(body)
@@ -176,7 +174,7 @@ class CloudDock(TaskDock):
             self.model_info.setText("")
             return
         try:
-            from ..engine.inference import describe_needs, shipped_weights
+            from ..engine.clouds.removal import describe_needs, shipped_weights
             from ..models.registry import get_spec
 
             spec = get_spec(key)
@@ -196,7 +194,7 @@ class CloudDock(TaskDock):
 
     # -- running ------------------------------------------------------------------------------------
     def engine_arguments(self) -> dict:
-        from ..engine.inference import InferenceOptions
+        from ..engine.clouds.removal import InferenceOptions
 
         layer = self.s2_combo.currentLayer()
         if layer is None:
@@ -205,7 +203,7 @@ class CloudDock(TaskDock):
         if model is None:
             raise ValueError("No model fits the inputs: add a Sentinel-1 layer or a DEM")
         mask_kind = self.mask_mode.currentData()
-        mask = file_of(self.mask_combo.currentLayer(), "Cloud mask") if mask_kind in ("auto", "scl",
+        mask = file_behind_layer(self.mask_combo.currentLayer(), "Cloud mask") if mask_kind in ("auto", "scl",
                                                                                             "raster") else None
         if mask_kind in ("scl", "raster") and mask is None:
             raise ValueError("Choose the cloud mask raster (or another cloud mask option)")
@@ -213,10 +211,10 @@ class CloudDock(TaskDock):
                                    overlap=None if self.overlap_spin.value() < 0 else self.overlap_spin.value(),
                                    batch_size=self.batch_spin.value() or None, device=self.device_combo.currentData(),
                                    keep_clear=self.keep_clear.isChecked(), policy=self.coverage_combo.currentData())
-        kwargs = dict(s2=file_of(layer, "Sentinel-2 layer"), output=self.output_path(), model=model,
+        kwargs = dict(s2=file_behind_layer(layer, "Sentinel-2 layer"), output=self.output_path(), model=model,
                       weights=self.weights_widget.filePath().strip() or None,
-                      s1=file_of(self.s1_combo.currentLayer(), "Sentinel-1 layer"),
-                      dem=file_of(self.dem_combo.currentLayer(), "DEM"), mask=mask, mask_kind=mask_kind,
+                      s1=file_behind_layer(self.s1_combo.currentLayer(), "Sentinel-1 layer"),
+                      dem=file_behind_layer(self.dem_combo.currentLayer(), "DEM"), mask=mask, mask_kind=mask_kind,
                       metadata=self.metadata_widget.filePath().strip() or None, options=options)
         kwargs.update(self.extra_options)
         return kwargs
@@ -231,17 +229,16 @@ class CloudDock(TaskDock):
             return
         layer = self.s2_combo.currentLayer()
         self._layer_name = f"Cloud-free - {layer.name()}"
-        task = CloudRemovalTask(f"Cloud removal of {layer.name()}", kwargs, self._done)
-        task.message.connect(self._message)
-        self.log.clear()
+        from ..engine.clouds.removal import run_cloud_removal
+
+        task = EngineTask(f"Cloud removal of {layer.name()}", lambda monitor: run_cloud_removal(monitor=monitor, **kwargs),
+                          self._done)
+        task.message.connect(self._show_device)
         self.device_label.setText("Device: starting...")
         self.start(task)
 
-    def _message(self, text: str) -> None:
-        if sip.isdeleted(self):
-            return
-        self.log.appendPlainText(text)
-        if text.startswith("Device: "):
+    def _show_device(self, text: str) -> None:
+        if not sip.isdeleted(self) and text.startswith("Device: "):
             self.device_label.setText(text)
 
     def _done(self, ok: bool, report, error: Optional[str], messages: List[str]) -> None:
@@ -256,10 +253,7 @@ class CloudDock(TaskDock):
         if not layer.isValid():
             self.show_result(False, f"The image was written to {report.output} but QGIS could not open it")
             return
-        from ..processing_provider.clouds import style_true_colour, true_colour_bands
-
-        bands, maximum = true_colour_bands(report.output)
-        style_true_colour(layer, bands, maximum)
+        apply_style(layer, "sentinel2")
         QgsProject.instance().addMapLayer(layer)
         self.last_layer_id = layer.id()
         cloud = (f"; cloud/shadow {100 * report.cloud_pixels / report.valid_pixels:.1f} %"

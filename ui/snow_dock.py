@@ -1,17 +1,18 @@
 """The Snow cover dock: snow maps of the layer on the canvas, in the background, added styled to the map."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 from qgis.core import QgsCoordinateTransform, QgsProject, QgsRasterLayer
 from qgis.gui import QgsCollapsibleGroupBox, QgsDoubleSpinBox, QgsRasterBandComboBox, QgsSpinBox
 from qgis.PyQt.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QRadioButton,
                                  QVBoxLayout, QWidget)
 
-from ..engine.snow import CloudInput, SnowParameters, SnowResult
-from .snow_task import SnowMapTask
-from .styles import style_from_qml
-from .task_dock import TaskDock, file_of, raster_combo
+from ..engine.snow.mapping import CloudInput, SnowParameters, SnowResult, snow_map
+from ..qgis_common.layers import file_behind_layer
+from ..qgis_common.styles import apply_style
+from .engine_task import EngineTask
+from .task_dock import TaskDock, raster_combo
 
 CLOUD_CHOICES = [("auto", "Automatic (the product's SCL band, if found)"), ("scl", "SCL raster below"),
                  ("mask", "Mask raster below (non-zero = cloud)"), ("none", "No cloud mask")]
@@ -32,7 +33,7 @@ class SnowDock(TaskDock):
     """Pick a Sentinel-2 layer (optional DEM and cloud mask), set the thresholds, run on the canvas
     extent or the whole layer; the styled snow map is added to the project and the snow area shown.
 
-    The engine runs in a :class:`SnowMapTask` (progress bar, Cancel). ``runFinished(ok, message)``
+    The engine runs in an :class:`~topoclear.ui.engine_task.EngineTask` (progress bar, Cancel). ``runFinished(ok, message)``
     is emitted when a run ends, after the layer was added.
     """
 
@@ -128,6 +129,7 @@ class SnowDock(TaskDock):
         self.add_output_row(layout, "Snow map")
         self.add_run_controls(layout)
         layout.addWidget(self.result_label)
+        layout.addWidget(self.log)
         layout.addStretch(1)
         self.set_body(body)
 
@@ -174,17 +176,17 @@ class SnowDock(TaskDock):
         try:
             if layer is None:
                 raise ValueError("Choose a Sentinel-2 layer first")
-            source = file_of(layer, "Sentinel-2 layer")
+            source = file_behind_layer(layer, "Sentinel-2 layer")
             overrides = {name: (source, combo.currentBand()) for name, combo in self.band_combos.items()
                          if combo.currentBand() > 0}
             params = self.parameters()
             dem_layer = self.dem_combo.currentLayer() if params.method == "lis" else None
-            dem = file_of(dem_layer, "DEM")
+            dem = file_behind_layer(dem_layer, "DEM")
             mode = self.cloud_mode.currentData()
             cloud_layer = self.cloud_combo.currentLayer() if mode != "none" else None
             if mode == "mask" and cloud_layer is None:
                 raise ValueError("Choose the cloud mask raster (or another cloud mask option)")
-            cloud = CloudInput(mode, file_of(cloud_layer, "Cloud mask"))
+            cloud = CloudInput(mode, file_behind_layer(cloud_layer, "Cloud mask"))
             bounds = self._canvas_bounds(layer) if self.canvas_extent.isChecked() else None
         except ValueError as exc:
             self.show_result(False, str(exc))
@@ -193,9 +195,10 @@ class SnowDock(TaskDock):
         kwargs = dict(source=source, output=output, params=params, dem=dem, cloud=cloud,
                       overrides=overrides or None, bounds=bounds, window_rows=self._window_rows)
         self._layer_name = f"Snow map - {layer.name()}"
-        self.start(SnowMapTask(f"Snow map of {layer.name()}", kwargs, self._done))
+        self.start(EngineTask(f"Snow map of {layer.name()}", lambda monitor: snow_map(monitor=monitor, **kwargs),
+                              self._done))
 
-    def _done(self, ok: bool, result: Optional[SnowResult], error: Optional[str]) -> None:
+    def _done(self, ok: bool, result: Optional[SnowResult], error: Optional[str], messages: List[str]) -> None:
         if not self.task_done(ok and result is not None):
             return
         if not ok or result is None:
@@ -206,7 +209,7 @@ class SnowDock(TaskDock):
         if not layer.isValid():
             self.show_result(False, f"The snow map was written to {result.output} but QGIS could not open it")
             return
-        style_from_qml("snowmap")(layer)
+        apply_style(layer, "snowmap")
         QgsProject.instance().addMapLayer(layer)
         self.last_layer_id = layer.id()
         snowline = ""

@@ -15,8 +15,8 @@ from qgis.core import QgsApplication, QgsMapLayerProxyModel, QgsProcessingUtils
 from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt, pyqtSignal
-from qgis.PyQt.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton,
-                                 QScrollArea, QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar,
+                                 QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
 
 def raster_combo(allow_empty: bool) -> QgsMapLayerComboBox:
@@ -27,16 +27,6 @@ def raster_combo(allow_empty: bool) -> QgsMapLayerComboBox:
         combo.setAllowEmptyLayer(True)
         combo.setLayer(None)
     return combo
-
-
-def file_of(layer, role: str) -> Optional[str]:
-    """The file behind a GDAL raster layer (None for no layer); a clear error for other providers."""
-    if layer is None:
-        return None
-    if layer.providerType() != "gdal":
-        raise ValueError(f"{role}: layer '{layer.name()}' comes from the '{layer.providerType()}' provider; "
-                         "save it as a GeoTIFF first")
-    return layer.source().split("|")[0]
 
 
 class TaskDock(QgsDockWidget):
@@ -79,6 +69,10 @@ class TaskDock(QgsDockWidget):
         self.result_label = QLabel("")
         self.result_label.setWordWrap(True)
         self.result_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(500)
+        self.log.setMinimumHeight(80)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
 
@@ -108,14 +102,22 @@ class TaskDock(QgsDockWidget):
         raise NotImplementedError
 
     def start(self, task) -> None:
-        """Queue ``task`` in QGIS's task manager with the controls in their running state."""
+        """Queue ``task`` (an :class:`~topoclear.ui.engine_task.EngineTask`) in QGIS's task manager with the
+        controls in their running state; its messages go to the log box."""
         self._task = task
         task.progressChanged.connect(self._progress)
+        task.message.connect(self.log_message)
+        self.log.clear()
         self.progress.setValue(0)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.result_label.setText("Running...")
         QgsApplication.taskManager().addTask(task)
+
+    def log_message(self, text: str) -> None:
+        """One line of the run's log (main thread)."""
+        if not sip.isdeleted(self):
+            self.log.appendPlainText(text)
 
     def _progress(self, value: float) -> None:
         if not sip.isdeleted(self):

@@ -1,0 +1,179 @@
+"""Opening rasters with clear errors, their grids, nodata and valid pixels, reads with halos.
+
+Windows and the windowed loop are in :mod:`.windows`, atomic outputs in :mod:`.atomic`, reading a
+raster on another grid and footprint coverage in :mod:`.warp`.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.errors import RasterioIOError
+from rasterio.transform import Affine
+from rasterio.windows import Window
+
+from ..errors import InputError
+
+#: GeoTIFF creation options of every output: tiled, BigTIFF when needed, uncompressed (fast).
+DEFAULT_CREATION_OPTIONS: Dict[str, str] = {"TILED": "YES", "BLOCKXSIZE": "512", "BLOCKYSIZE": "512",
+                                            "BIGTIFF": "IF_SAFER"}
+#: GDAL block cache (MB) for whole-raster runs; GDAL's default (5 % of RAM) would hold whole outputs.
+GDAL_CACHE_MB = 256
+
+
+def bounded_gdal_cache(megabytes: int = GDAL_CACHE_MB) -> rasterio.Env:
+    """GDAL environment for a whole-raster run: a block cache bounded to ``megabytes`` MB, restored
+    afterwards. rasterio hands an integer GDAL_CACHEMAX to ``GDALSetCacheMax`` as **bytes**."""
+    return rasterio.Env(GDAL_CACHEMAX=megabytes * 1024 * 1024)
+
+
+def open_raster(path: os.PathLike | str, role: str = "input raster") -> rasterio.DatasetReader:
+    """Open a raster for reading; a missing or unreadable file raises :class:`InputError` naming ``role``."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise InputError(f"{role}: file not found: {path}")
+    if os.path.isdir(path):
+        raise InputError(f"{role}: {path} is a folder, expected a raster file (GeoTIFF, JP2, VRT...)")
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise InputError(f"{role}: {path} is not a raster GDAL can read ({exc})") from exc
+
+
+def check_band(ds: rasterio.DatasetReader, band: int, role: str) -> None:
+    """Raise :class:`InputError` if ``band`` (1-based) does not exist in ``ds``."""
+    if not 1 <= band <= ds.count:
+        raise InputError(f"{role}: band {band} requested but {ds.name} has {ds.count} band(s) (1..{ds.count})")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid: CRS, affine transform (north-up) and size in pixels."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, ds: rasterio.DatasetReader) -> "Grid":
+        return cls(ds.crs, ds.transform, ds.width, ds.height)
+
+    @property
+    def bounds(self) -> Tuple[float, float, float, float]:
+        """(left, bottom, right, top) in CRS units."""
+        left, top = self.transform * (0, 0)
+        right, bottom = self.transform * (self.width, self.height)
+        return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
+
+    @property
+    def pixel_size(self) -> Tuple[float, float]:
+        """(x, y) pixel size, both positive, in CRS units."""
+        return abs(self.transform.a), abs(self.transform.e)
+
+    def window_transform(self, window: Window) -> Affine:
+        return rasterio.windows.transform(window, self.transform)
+
+    def window_bounds(self, window: Window) -> Tuple[float, float, float, float]:
+        return rasterio.windows.bounds(window, self.transform)
+
+
+def check_north_up(ds: rasterio.DatasetReader, role: str) -> None:
+    """Raise :class:`InputError` for rotated or south-up grids (not supported by the 3x3 kernels)."""
+    t = ds.transform
+    if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
+        raise InputError(f"{role}: {ds.name} has a rotated or south-up geotransform {tuple(t)[:6]}; "
+                         "warp it to a north-up grid first (e.g. with gdalwarp)")
+    if ds.crs is None:
+        raise InputError(f"{role}: {ds.name} has no coordinate reference system")
+
+
+def read_with_halo(ds: rasterio.DatasetReader, band: int, window: Window, halo: int,
+                   fill: float = np.nan, dtype=np.float32) -> np.ndarray:
+    """Read ``window`` grown by ``halo`` pixels on each side; cells outside the raster get ``fill``."""
+    row0, col0 = int(window.row_off) - halo, int(window.col_off) - halo
+    h, w = int(window.height) + 2 * halo, int(window.width) + 2 * halo
+    r0, c0 = max(row0, 0), max(col0, 0)
+    r1, c1 = min(row0 + h, ds.height), min(col0 + w, ds.width)
+    out = np.full((h, w), fill, dtype=dtype)
+    if r1 > r0 and c1 > c0:
+        data = ds.read(band, window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype=dtype)
+        out[r0 - row0:r1 - row0, c0 - col0:c1 - col0] = data
+    return out
+
+
+def declared_nodata(nodata) -> Optional[float]:
+    """``nodata`` as a value to compare pixels with, or None when there is none (None or NaN: NaN
+    cells are caught by the finiteness test of :func:`valid_mask`)."""
+    if nodata is None:
+        return None
+    value = float(nodata)
+    return None if math.isnan(value) else value
+
+
+def valid_mask(values: np.ndarray, nodata: Optional[float]) -> np.ndarray:
+    """True where ``values`` holds data: finite and not equal to ``nodata``."""
+    valid = np.isfinite(values) if values.dtype.kind == "f" else np.ones(values.shape, bool)
+    value = declared_nodata(nodata)
+    if value is not None:
+        valid &= values != np.asarray(value).astype(values.dtype)
+    return valid
+
+
+def nodata_to_nan(values: np.ndarray, nodata) -> np.ndarray:
+    """``values`` as float32 with the cells equal to ``nodata`` set to NaN (in place when float32)."""
+    values = values.astype(np.float32, copy=False)
+    value = declared_nodata(nodata)
+    if value is not None:
+        values[values == np.float32(value)] = np.nan
+    return values
+
+
+def overview(ds: rasterio.DatasetReader, band: int, max_pixels: int = 512 * 512) -> np.ndarray:
+    """Decimated read of a whole band (nearest), float32 with nodata as NaN: scene-wide statistics
+    without reading the scene."""
+    from rasterio.enums import Resampling
+
+    factor = max(1.0, math.sqrt(ds.width * ds.height / max_pixels))
+    shape = (max(1, int(ds.height / factor)), max(1, int(ds.width / factor)))
+    data = ds.read(band, out_shape=shape, resampling=Resampling.nearest, out_dtype=np.float32)
+    return nodata_to_nan(data, ds.nodatavals[band - 1])
+
+
+class ThreadLocalDatasets:
+    """One open dataset per (thread, path): GDAL handles must not be shared between threads."""
+
+    def __init__(self, role: str) -> None:
+        import threading
+
+        self._local = threading.local()
+        self._all: List[rasterio.DatasetReader] = []
+        self._lock = threading.Lock()
+        self.role = role
+
+    def get(self, path: str) -> rasterio.DatasetReader:
+        cache = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = {}
+        ds = cache.get(path)
+        if ds is None:
+            ds = cache[path] = open_raster(path, self.role)
+            with self._lock:
+                self._all.append(ds)
+        return ds
+
+    def close(self) -> None:
+        import threading
+
+        with self._lock:
+            for ds in self._all:
+                ds.close()
+            self._all = []
+        self._local = threading.local()
+
+
