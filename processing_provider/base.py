@@ -7,9 +7,13 @@ from typing import Callable, List, Optional
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink, QgsProcessing,
                        QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterDefinition,
-                       QgsProcessingParameterFeatureSink, QgsProcessingParameterNumber, QgsWkbTypes)
+                       QgsProcessingParameterFeatureSink, QgsProcessingParameterFile,
+                       QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer, QgsWkbTypes)
 from qgis.PyQt.QtGui import QIcon
 
+from ..engine.errors import TopoClearError
+from ..engine.io.atomic import check_geotiff_path, refuse_inputs_as_outputs
 from ..engine.progress import Monitor
 from ..qgis_common.errors import user_message
 from ..qgis_common.layers import LayerError, file_behind_layer
@@ -66,6 +70,57 @@ class TopoClearAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self):  # noqa: N802
         return type(self)()
+
+    # -- the data-safety contract, checked before every run ------------------------------------
+
+    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API name)
+        """Refuse, before anything runs, an output that is one of the inputs (or lies inside an input
+        folder), two outputs that are one file, and raster outputs that are not GeoTIFF."""
+        inputs, folders, outputs = self._input_and_output_paths(parameters, context)
+        try:
+            refuse_inputs_as_outputs(outputs, inputs)
+            for key, path in outputs.items():
+                if isinstance(self.parameterDefinition(key), QgsProcessingParameterRasterDestination):
+                    check_geotiff_path(path, key)
+                for in_key, folder in folders.items():
+                    real = os.path.realpath(path)
+                    if real.startswith(os.path.realpath(folder) + os.sep):
+                        raise QgsProcessingException(
+                            f"{key}: the output {path} lies inside the input folder {in_key} ({folder}); "
+                            "TopoClear never writes into its inputs: choose another place")
+        except TopoClearError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        return True
+
+    def _input_and_output_paths(self, parameters, context):
+        """(input files, input folders, output paths) by parameter name, as given."""
+        inputs, folders, outputs = {}, {}, {}
+        for definition in self.parameterDefinitions():
+            key = definition.name()
+            if parameters.get(key) in (None, ""):
+                continue
+            if definition.isDestination():
+                if isinstance(definition, QgsProcessingParameterFeatureSink):
+                    path = str(parameters.get(key))
+                    path = path if os.path.sep in path or path.lower().endswith((".csv", ".gpkg", ".shp")) else ""
+                else:
+                    path = self.parameterAsFileOutput(parameters, key, context)
+                if path and not path.startswith(("memory:", "ogr:", "postgres")):
+                    outputs[key] = path
+            elif isinstance(definition, QgsProcessingParameterRasterLayer):
+                layer = self.parameterAsRasterLayer(parameters, key, context)
+                if layer is not None:
+                    inputs[key] = layer.source().split("|")[0]
+            elif isinstance(definition, QgsProcessingParameterMultipleLayers):
+                for i, layer in enumerate(self.parameterAsLayerList(parameters, key, context) or []):
+                    inputs[f"{key} #{i + 1}"] = layer.source().split("|")[0]
+            elif isinstance(definition, QgsProcessingParameterFile):
+                path = self.parameterAsFile(parameters, key, context)
+                if path and os.path.isdir(path):
+                    folders[key] = path
+                elif path:
+                    inputs[key] = path
+        return inputs, folders, outputs
 
     # -- helpers for subclasses ---------------------------------------------------------------
 
