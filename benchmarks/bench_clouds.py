@@ -130,7 +130,11 @@ def run_case(args) -> dict:
     """One (model, crop) in this process; returns the measurements."""
     import torch
 
-    from topoclear.engine.clouds.removal import InferenceOptions, remove_clouds
+    from topoclear.engine.clouds.removal import remove_clouds
+    from topoclear.engine.clouds.request import CloudRemovalRequest, InferenceOptions
+    from topoclear.engine.clouds.tiling import TilePlan
+    from topoclear.engine.clouds.tiling_defaults import default_tiling
+    from topoclear.models import get_spec
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -141,16 +145,15 @@ def run_case(args) -> dict:
     options = InferenceOptions(tile=args.tile or None, batch_size=args.batch or None, device=args.device,
                                keep_clear=False, amp=args.amp)
     start = time.perf_counter()
-    report = remove_clouds(model, files["s2"], str(out), s1=files["s1"],
-                           dem=files["dem"] if args.case == "crt_unet" else None, mask_kind="none", options=options)
+    spec = get_spec(args.case)
+    request = CloudRemovalRequest(files["s2"], str(out), s1=files["s1"] if spec.needs_s1 else None,
+                                  dem=files["dem"] if spec.needs_terrain else None, mask_kind="none", options=options)
+    report = remove_clouds(model, request)
     seconds = time.perf_counter() - start
     peak = peak_rss_mib()
     os.remove(out)
     pixels = report.width * report.height
-    from topoclear.engine.clouds.removal import default_tiling
-    from topoclear.engine.clouds.tiling import TilePlan
-
-    multiple = int(getattr(model, "size_multiple", 1))
+    multiple = spec.size_multiple
     tile = default_tiling(model, multiple, options, "cuda" if report.device.startswith("cuda") else "cpu")[0]
     full_plan = TilePlan(FULL_TILE, FULL_TILE, tile, report.overlap, multiple, report.mode)
     return {"full_tile_tiles": len(full_plan), "full_tile_s_by_tiles": seconds / report.tiles * len(full_plan),

@@ -8,9 +8,13 @@ Building
 >>> model = build_model("crt_unet", s2_bands=10, s1_bands=2, terrain_bands=4)
 >>> spec = get_spec("crt_unet")   # inputs, default bands, scaling, size multiple, description
 
-Registered: ``unet``, ``crt_unet``, ``dsen2cr``, ``sar2opt_gan``, ``cr_gan`` (see
-:mod:`topoclear.models.registry`). Band arguments take a count or a list of band names;
-``s1_bands=0`` builds the variant without SAR where a model has one.
+The catalogue (:mod:`topoclear.models.registry`) registers ``crt_unet``, ``unet``, ``dsen2cr``,
+``cr_gan``, ``sar2opt_gan`` and the multi-temporal ``ca_mtcr``; each entry is a
+:class:`~topoclear.models.spec.ModelSpec` holding every fact about its model (inputs and bands,
+scaling, receptive field, tile defaults, optical-only variant, menu order, shipped weights).
+:func:`removal_models` and :func:`training_models` list what the tools offer. Band arguments
+take a count or a list of band names; ``s1_bands=0`` builds the variant without SAR where a
+model has one.
 
 Calling convention (every model)
 --------------------------------
@@ -35,7 +39,8 @@ Calling convention (every model)
 * Multi-temporal models (``spec.multi_temporal``) take ``s2`` / ``s1`` as (N, T, C, H, W)
   and still return one (N, C_out, H, W) image.
 
-Everything is re-exported lazily, so ``topoclear.models.scaling`` can be used without torch.
+Everything is re-exported lazily; ``topoclear.models.scaling``, ``.spec`` and ``.registry`` (the
+catalogue) import no torch, so the catalogue can be read where PyTorch is not installed.
 """
 from __future__ import annotations
 
@@ -49,12 +54,16 @@ _EXPORTS = {
     "list_models": "registry",
     "get_spec": "registry",
     "register_model": "registry",
+    "unregister_model": "registry",
+    "removal_models": "registry",
+    "training_models": "registry",
     "count_parameters": "registry",
-    "ModelSpec": "registry",
-    "InputLayout": "registry",
+    "ModelSpec": "spec",
+    "TileDefaults": "spec",
+    "InputLayout": "spec",
     "UnknownModelError": "registry",
-    "MissingInputError": "registry",
-    "InputMismatchError": "registry",
+    "MissingInputError": "spec",
+    "InputMismatchError": "spec",
     # networks
     "UNet": "unet",
     "CRTUNet": "crt_unet",

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from .bands import TERRAIN_BANDS
 from .scaling import canonical_terrain_name
-from .unet import DEFAULT_WIDTHS, UNet, _require
+from .unet import DEFAULT_WIDTHS, UNet, require_input
 
 ZeroSpec = Union[None, bool, str, int, Iterable[Union[str, int]]]
 
@@ -104,7 +104,7 @@ class CRTUNet(UNet):
         self, terrain: torch.Tensor, height: int, width: int, zero_terrain: ZeroSpec = None
     ) -> torch.Tensor:
         """Zero the selected channels and bring the stack to the level-2 grid (H/2, W/2)."""
-        terrain = _require(terrain, "terrain", self.terrain_bands, self.model_name)
+        terrain = require_input(terrain, "terrain", self.terrain_bands, self.model_name)
         indices = self.terrain_indices(zero_terrain)
         if indices:
             keep = torch.ones(self.terrain_bands, dtype=terrain.dtype, device=terrain.device)

@@ -74,7 +74,7 @@ class UpLevel(nn.Module):
         return self.conv(torch.cat([self.up(x), skip], dim=1))
 
 
-def _require(tensor: Optional[torch.Tensor], name: str, channels: int, model: str) -> torch.Tensor:
+def require_input(tensor: Optional[torch.Tensor], name: str, channels: int, model: str) -> torch.Tensor:
     """``tensor`` if it has ``channels`` channels; a ValueError naming what is wrong otherwise."""
     if tensor is None:
         raise ValueError(f"{model}: input {name!r} is missing; expected a (N, {channels}, H, W) tensor")
@@ -143,9 +143,9 @@ class UNet(nn.Module):
         return 2 ** (len(self.widths) - 1)
 
     def _stack_inputs(self, s2: torch.Tensor, s1: Optional[torch.Tensor]) -> torch.Tensor:
-        s2 = _require(s2, "s2", self.s2_bands, self.model_name)
+        s2 = require_input(s2, "s2", self.s2_bands, self.model_name)
         if self.s1_bands:
-            s1 = _require(s1, "s1", self.s1_bands, self.model_name)
+            s1 = require_input(s1, "s1", self.s1_bands, self.model_name)
             return torch.cat([s2, s1], dim=1)
         return s2
 

@@ -12,23 +12,17 @@ from qgis.core import (QgsProcessingException, QgsProcessingOutputFile, QgsProce
                        QgsProcessingParameterFileDestination, QgsProcessingParameterFolderDestination,
                        QgsProcessingParameterNumber, QgsProcessingParameterString)
 
-from .base import TorchAlgorithm, missing_torch_packages
+from .base import TorchAlgorithm
 
-#: Models offered when torch is missing (the registry needs torch to be read).
-FALLBACK_MODELS = ("crt_unet", "cr_gan", "dsen2cr", "sar2opt_gan", "unet")
 #: Loss choices; index 0 keeps the paper's loss.
 LOSS_CHOICES = ("paper default", "l1", "carl", "tmarl", "l1_ssim", "ssim", "cgan")
 
-def model_names() -> list:
-    """Registered model names (the fallback list when torch is missing)."""
-    if missing_torch_packages():
-        return list(FALLBACK_MODELS)
-    try:
-        from ..models.registry import list_models
 
-        return list_models(multi_temporal=False)
-    except ImportError:
-        return list(FALLBACK_MODELS)
+def model_names() -> list:
+    """The models the training engine can train, in the catalogue's menu order (read without torch)."""
+    from ..models.registry import training_models
+
+    return [spec.name for spec in training_models()]
 
 
 class TrainModelAlgorithm(TorchAlgorithm):
@@ -61,8 +55,7 @@ class TrainModelAlgorithm(TorchAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.models = model_names()
-        default_model = self.models.index("crt_unet") if "crt_unet" in self.models else 0
-        self.addParameter(QgsProcessingParameterEnum("MODEL", "Model", self.models, defaultValue=default_model))
+        self.addParameter(QgsProcessingParameterEnum("MODEL", "Model", self.models, defaultValue=0))
         self.addParameter(QgsProcessingParameterFile(
             "DATASET", "Training data (manifest .json / .csv, or a folder)",
             behavior=QgsProcessingParameterFile.File,
@@ -110,8 +103,10 @@ class TrainModelAlgorithm(TorchAlgorithm):
             raise QgsProcessingException(message)
         from ..engine.training.loop import TrainConfig, train
 
-        models = model_names()
-        model = models[self.parameterAsEnum(parameters, "MODEL", context)]
+        index = self.parameterAsEnum(parameters, "MODEL", context)
+        if not 0 <= index < len(self.models):
+            raise QgsProcessingException(f"MODEL: choice {index} is not one of 0..{len(self.models) - 1}")
+        model = self.models[index]
         dataset = self.parameterAsFile(parameters, "DATASET", context)
         if not dataset:
             raise QgsProcessingException("DATASET: no training manifest or folder given")

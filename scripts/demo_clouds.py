@@ -2,8 +2,9 @@
 
 ``scripts/demo.py`` calls :func:`cloud_removal_demo` with its running Processing. The chain runs
 the plugin's algorithms headless on the real samples with the weights shipped in
-``models/weights/`` (``<model>.safetensors`` trained with Sentinel-1, ``<model>_nosar.safetensors``
-without); steps whose weights are not shipped are skipped and the demo says so.
+``models/weights/`` (each model's files are named in its catalogue entry; their model cards say
+whether they were trained with Sentinel-1); steps whose weights are not shipped are skipped and
+the demo says so.
 
 1. **Terrain stack** (``topoclear:terrainstack``): the real San Gabriel SRTM DEM on the 10 m grid
    of a Sentinel-2 patch *placed* over those mountains (SEN12MS-CR 19_p30's real spectra on a
@@ -35,11 +36,24 @@ PAIR_S2 = "s2_cloudy/ROIs1868_summer_s2_cloudy_19_p30.tif"
 PAIR_S1 = "s1/ROIs1868_summer_s1_19_p30.tif"
 SNOW_CLOUDY = "s2_cloudy/ROIs1970_fall_s2_cloudy_136_p139.tif"
 SNOW_CLEAR = "s2_clear/ROIs1970_fall_s2_136_p139.tif"
-MODEL_INDEX = {"crt_unet": 0, "unet": 1, "dsen2cr": 2, "cr_gan": 3, "sar2opt_gan": 4}
+
+
+def _model_index(model: str) -> int:
+    """The removeclouds MODEL value of ``model`` (the catalogue's menu order)."""
+    from topoclear.models.registry import removal_models
+
+    return [spec.name for spec in removal_models()].index(model)
+
+
+def _mask_index(method: str) -> int:
+    """The removeclouds MASK_TYPE value of the cloud-mask method ``method``."""
+    from topoclear.engine.clouds.masks.kinds import mask_methods
+
+    return [m.key for m in mask_methods("removal")].index(method)
 
 
 def _weights(model: str, with_s1: bool) -> Optional[str]:
-    from topoclear.engine.clouds.removal import shipped_weights
+    from topoclear.engine.clouds.weights import shipped_weights
 
     return shipped_weights(model, with_s1)
 
@@ -98,7 +112,7 @@ def cloud_removal_demo(processing, data: Path, out: Path) -> Dict[str, str]:
     crt = _weights("crt_unet", True)
     if crt:
         params = {"INPUT": placed["s2"], "S1": placed["s1"], "DEM": str(data / "dem" / "bigtujunga.tif"),
-                  "MODEL": MODEL_INDEX["crt_unet"], "OUTPUT": str(out / "cloudfree_crt_unet_placed.tif")}
+                  "MODEL": _model_index("crt_unet"), "OUTPUT": str(out / "cloudfree_crt_unet_placed.tif")}
         if safe is not None:
             params["METADATA"] = str(safe)
         outputs["CRT-UNet (S2 + S1 + DEM), placed scene"] = processing.run("topoclear:removeclouds", params)["OUTPUT"]
@@ -108,7 +122,7 @@ def cloud_removal_demo(processing, data: Path, out: Path) -> Dict[str, str]:
     if pair_model:
         result = processing.run("topoclear:removeclouds", {
             "INPUT": str(data.joinpath(*SEN12, PAIR_S2)), "S1": str(data.joinpath(*SEN12, PAIR_S1)),
-            "MODEL": MODEL_INDEX[pair_model], "OUTPUT": str(out / f"cloudfree_{pair_model}_19_p30.tif")})
+            "MODEL": _model_index(pair_model), "OUTPUT": str(out / f"cloudfree_{pair_model}_19_p30.tif")})
         outputs[f"{pair_model} (S2 + S1), 19_p30 Nigeria"] = result["OUTPUT"]
     else:
         skipped.append("DSen2-CR / UNet on the S2 + S1 pair 19_p30 (no dsen2cr.safetensors or unet.safetensors)")
@@ -123,7 +137,8 @@ def cloud_removal_demo(processing, data: Path, out: Path) -> Dict[str, str]:
     prediction = None
     if snow_model and snow_model != "crt_unet":
         prediction = processing.run("topoclear:removeclouds", {
-            "INPUT": cloudy, "MODEL": MODEL_INDEX[snow_model], "CLOUD_MASK": mask, "MASK_TYPE": 2,
+            "INPUT": cloudy, "MODEL": _model_index(snow_model), "CLOUD_MASK": mask,
+            "MASK_TYPE": _mask_index("raster"),
             "OUTPUT": str(out / f"cloudfree_{snow_model}_nosar_136_p139.tif")})["OUTPUT"]
         outputs[f"{snow_model} optical-only, 136_p139 Tatarstan"] = prediction
         images["predicted"] = prediction
@@ -149,7 +164,7 @@ def cloud_removal_demo(processing, data: Path, out: Path) -> Dict[str, str]:
         if area is not None:
             print(f"  snow, {label:17s}: {area:.3f} km2 ({percent:.1f} % of the valid area)")
     if skipped:
-        from topoclear.engine.clouds.removal import WEIGHTS_DIR
+        from topoclear.engine.clouds.weights import WEIGHTS_DIR
 
         print(f"  No trained cloud-removal weights are shipped yet in {WEIGHTS_DIR} for: " + "; ".join(skipped)
               + ". Those steps were skipped; give weights with topoclear:removeclouds WEIGHTS=... to run them.")

@@ -16,13 +16,8 @@ from topoclear.models.ca_mtcr import (  # noqa: E402
     SARNoise2NoiseVQVAE,
     sar_change_map,
 )
-from topoclear.models.losses import (  # noqa: E402
-    VGG16_LAYERS,
-    CAMTCRLoss,
-    VGG16Features,
-    l1_loss,
-    ssim_loss,
-)
+from topoclear.models.losses import l1_loss, ssim_loss  # noqa: E402
+from topoclear.models.perceptual_loss import VGG16_LAYERS, CAMTCRLoss, VGG16Features  # noqa: E402
 from topoclear.models.registry import InputMismatchError, MissingInputError  # noqa: E402
 
 SIZE = 16  # 4 x 4 tokens on the 1/4 working grid

@@ -117,6 +117,53 @@ def test_band_order_and_too_few_bands(run_alg, weights, tmp_path):
         assert ds.descriptions[0] == "B12, cloud removed (unet)" and ds.count == 10
 
 
+class OtherProviderLayer:
+    """Stands for a map layer of a provider other than GDAL (a WMS basemap)."""
+
+    def providerType(self):  # noqa: N802
+        return "wms"
+
+    def name(self):
+        return "basemap"
+
+
+def test_choices_become_one_request_and_errors_name_the_parameter(topoclear_provider, tmp_path):
+    """The adapter the toolbox and the dock share: what was chosen -> one CloudRemovalRequest."""
+    from dataclasses import replace
+
+    from topoclear.engine.clouds.masks.kinds import mask_methods
+    from topoclear.models.registry import removal_models
+    from topoclear.qgis_common.cloud_choices import ChoiceError, CloudChoices
+
+    s2 = str(data_path(*S2))
+    choices = CloudChoices(s2=s2, model="unet", bands="B2,-,B4", s1_bands="VV=2,VH=1", batch_size=4, blend="crop",
+                           amp="off", coverage="fill", mask_method="computed", mask=s2, output=str(tmp_path / "o.tif"))
+    request = choices.request()
+    assert (request.s2, request.model, request.mask, request.mask_kind) == (s2, "unet", None, "computed")
+    assert request.s2_overrides == {"B2": (None, 1), "B4": (None, 3)} and request.s1_bands == {"VV": 2, "VH": 1}
+    o = request.options
+    assert (o.tile, o.overlap, o.batch_size, o.mode, o.amp, o.policy, o.device) == (None, None, 4, "crop", "off",
+                                                                                      "fill", "auto")
+    assert choices.notes() == ["A cloud mask raster was given but the cloud mask choice does not use it."]
+    for changes, parameter in ((dict(s2=None), "INPUT"), (dict(model=None), "MODEL"), (dict(output="o.png"), "OUTPUT"),
+                               (dict(mask_method="scl", mask=None), "CLOUD_MASK"), (dict(bands="B2,Q7"), "BANDS"),
+                               (dict(s1_bands="VV=x"), "S1_BANDS"), (dict(mask_method="snowy"), "MASK_TYPE"),
+                               (dict(s1=OtherProviderLayer()), "S1")):
+        with pytest.raises(ChoiceError, match=f"^{parameter}: ") as error:
+            replace(choices, **changes).request()
+        assert error.value.parameter == parameter
+    with pytest.raises(ChoiceError, match=r"^Sentinel-2 \(cloudy\): choose a Sentinel-2 layer"):
+        replace(choices, s2=None, names={"INPUT": "Sentinel-2 (cloudy)"}).request()
+
+    # the toolbox's choices are the catalogue's models and the mask methods, in their order
+    alg = topoclear_provider.algorithm("removeclouds").create()
+    assert alg.parameterDefinition("MODEL").options() == [spec.title for spec in removal_models()]
+    assert [o.split(":")[0] for o in alg.parameterDefinition("MASK_TYPE").options()] == [
+        m.title for m in mask_methods("removal")]
+    evaluate = topoclear_provider.algorithm("evaluate").create()
+    assert evaluate.parameterDefinition("MASK_TYPE").options() == [m.title for m in mask_methods("evaluate")]
+
+
 def test_evaluate_table_and_report(run_alg, tmp_path):
     from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProcessingUtils
 

@@ -24,9 +24,12 @@ from topoclear.engine import checkpoints
 from topoclear.engine.clouds.inputs import S1Source, TerrainSource
 from topoclear.engine.io.warp import footprint_coverage
 from topoclear.engine.errors import Cancelled, InputError
-from topoclear.engine.clouds.removal import (AMP_TOLERANCE, InferenceOptions, default_tiling, receptive_radius,
-                                        remove_clouds, resolve_model, select_device)
-from topoclear.engine.progress import Monitor
+from topoclear.engine.clouds.device import AMP_TOLERANCE, select_device
+from topoclear.engine.clouds.removal import remove_clouds, run_cloud_removal
+from topoclear.engine.clouds.request import CloudRemovalRequest, InferenceOptions
+from topoclear.engine.clouds.tiling_defaults import default_tiling, receptive_radius
+from topoclear.engine.clouds.weights import resolve_model
+from topoclear.engine.progress import SILENT, Monitor
 from topoclear.engine.io.raster import Grid
 from topoclear.engine.terrain.stack import terrain_stack
 from topoclear.models import build_model
@@ -89,9 +92,9 @@ def small_dsen2cr(s1_bands=2):
     return build_model("dsen2cr", s1_bands=s1_bands, features=16, blocks=4)
 
 
-def run(model, s2, out, **kwargs):
+def run(model, s2, out, monitor=SILENT, **kwargs):
     options = kwargs.pop("options", None) or InferenceOptions()
-    return remove_clouds(model, s2, str(out), options=options, **kwargs)
+    return remove_clouds(model, CloudRemovalRequest(s2, str(out), options=options, **kwargs), monitor)
 
 
 # ------------------------------------------------------------------------------------------ tiling
@@ -304,37 +307,37 @@ def test_crt_unet_on_a_mountain_scene_and_models_without_inputs(mountain, tmp_pa
     torch.manual_seed(0)
     crt = build_model("crt_unet", widths=(4, 4, 4, 4, 4, 4))
     messages = []
-    report = remove_clouds(crt, mountain["s2"], str(tmp_path / "crt.tif"), s1=mountain["s1"], dem=mountain["dem"],
-                           mask_kind="none", options=InferenceOptions(tile=512, overlap=64),
-                           monitor=Monitor(on_message=messages.append))
+    report = run(crt, mountain["s2"], tmp_path / "crt.tif", s1=mountain["s1"], dem=mountain["dem"],
+                 mask_kind="none", options=InferenceOptions(tile=512, overlap=64),
+                 monitor=Monitor(on_message=messages.append))
     assert report.terrain_filled == 0 and report.s1_filled == 0
     assert any("azimuth 315, zenith 45" in m for m in messages)  # no metadata: default light, and it says so
     out = read(report.output)
     assert out.shape == (13, 192, 224) and out.dtype == np.uint16
     with pytest.raises(InputError, match="needs a DEM"):
-        remove_clouds(crt, mountain["s2"], str(tmp_path / "x.tif"), s1=mountain["s1"])
+        remove_clouds(crt, CloudRemovalRequest(mountain["s2"], str(tmp_path / "x.tif"), s1=mountain["s1"]))
     with pytest.raises(InputError, match="needs a Sentinel-1 layer"):
-        remove_clouds(crt, mountain["s2"], str(tmp_path / "x.tif"), dem=mountain["dem"])
+        remove_clouds(crt, CloudRemovalRequest(mountain["s2"], str(tmp_path / "x.tif"), dem=mountain["dem"]))
     assert not (tmp_path / "x.tif").exists()
 
 
 def test_optical_only_variant_is_chosen_without_sentinel1(tmp_path, monkeypatch):
-    import topoclear.engine.clouds.removal as inference
+    import topoclear.engine.clouds.weights as weights
 
     s2, _ = scene(tmp_path, 96, 96, dtype="uint16")
     choice = resolve_model("dsen2cr", has_s1=False, allow_untrained=True, options={"features": 8, "blocks": 1})
     assert choice.model.input_layout.s1 == () and "optical-only variant" in choice.notes[0]
     with pytest.raises(InputError, match="needs a DEM"):
         resolve_model("crt_unet", has_dem=False, allow_untrained=True)
-    monkeypatch.setattr(inference, "WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(InputError, match="no trained weights are shipped for DSen2-CR"):
         resolve_model("dsen2cr", has_s1=False)
     # shipped weights: <model>_nosar.safetensors is picked when there is no Sentinel-1
     checkpoints.save_model(tmp_path / "dsen2cr_nosar", _with_options(small_dsen2cr(0), features=16, blocks=4))
     choice = resolve_model("dsen2cr", has_s1=False)
     assert choice.weights.endswith("dsen2cr_nosar.safetensors")
-    report = inference.run_cloud_removal(s2, str(tmp_path / "nosar.tif"), "dsen2cr", mask_kind="none",
-                                         options=InferenceOptions(tile=64))
+    report = run_cloud_removal(CloudRemovalRequest(s2, str(tmp_path / "nosar.tif"), model="dsen2cr", mask_kind="none",
+                                                   options=InferenceOptions(tile=64)))
     assert "optical-only variant" in report.messages[0] and "dsen2cr_nosar" in report.messages[1]
 
 

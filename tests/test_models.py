@@ -199,7 +199,7 @@ def test_cr_gan_uses_the_sar_translation_and_keeps_the_translator_frozen():
 # ------------------------------------------------------------------------------------------------
 # every registry model
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(multi_temporal=False))
 def test_every_registry_model_runs_with_default_bands(name):
     spec = get_spec(name)
     assert spec.description and spec.scaling in scaling.SCALINGS
@@ -361,13 +361,17 @@ def test_specs_declare_inputs_and_scalings():
     assert get_spec("dsen2cr").scaling == "dsen2cr" and len(get_spec("dsen2cr").default_s2_bands) == 13
     sar2opt = get_spec("sar2opt_gan")
     assert not sar2opt.needs_s2 and sar2opt.scaling == "signed" and sar2opt.adversarial
-    assert not any(get_spec(n).multi_temporal for n in list_models())
+    assert not any(get_spec(n).multi_temporal for n in list_models(multi_temporal=False))
+    assert [n for n in list_models() if get_spec(n).multi_temporal] == ["ca_mtcr"]  # 5-D time series inputs
+    ca_mtcr = get_spec("ca_mtcr")
+    assert not ca_mtcr.offered_for_removal and ca_mtcr.optical_variant and ca_mtcr.size_multiple == 4
 
 
 def test_models_package_imports_neither_qgis_nor_torch_for_scaling():
     code = (
         "import sys, topoclear.models.scaling; assert 'torch' not in sys.modules, 'torch imported';"
-        "import topoclear.models.registry; assert not any(m == 'qgis' or m.startswith('qgis.') for m in sys.modules)"
+        "import topoclear.models.registry; assert not any(m == 'qgis' or m.startswith('qgis.') for m in sys.modules);"
+        "assert 'torch' not in sys.modules, 'the catalogue imported torch'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -8,7 +8,7 @@ import torch
 
 from conftest import REPO_ROOT, data_path
 from topoclear.engine.checkpoints import file_sha256, load_model
-from topoclear.engine.clouds.removal import WEIGHTS_DIR, resolve_model, shipped_weights
+from topoclear.engine.clouds.weights import WEIGHTS_DIR, resolve_model, shipped_weights, shipped_weights_of
 
 SHIPPED = ("crt_unet", "unet", "unet_nosar", "dsen2cr", "dsen2cr_nosar")
 
@@ -41,18 +41,35 @@ def test_removeclouds_finds_the_shipped_defaults():
     assert choice.weights.endswith("unet_nosar.safetensors") and "s1" not in choice.model.input_layout.inputs
 
 
+def test_the_model_cards_say_which_inputs_each_shipped_file_serves():
+    """Every weights file a spec lists is shipped, and its card (not its name) says whether it takes Sentinel-1."""
+    from topoclear.models import get_spec, removal_models
+
+    listed = {name for spec in removal_models() for name in spec.weights}
+    assert listed == {f"{name}.safetensors" for name in SHIPPED}
+    for spec in removal_models():
+        for weights in shipped_weights_of(spec.name):
+            card = json.loads((REPO_ROOT / "models" / "weights" / weights.name).with_suffix(".json").read_text())
+            assert card["architecture"]["model"] == spec.name
+            assert weights.uses_s1 == bool(card["architecture"]["input_layout"]["s1"])
+    assert [w.uses_s1 for w in shipped_weights_of("dsen2cr")] == [True, False]
+    assert shipped_weights("crt_unet", with_s1=False) is None  # no optical-only CRT-UNet is shipped
+    assert get_spec("sar2opt_gan").weights == () and shipped_weights("sar2opt_gan") is None
+
+
 def test_shipped_optical_model_clears_a_real_cloudy_patch(tmp_path):
     """The optical-only default on the real Tatarstan patch: output on the input grid, clear pixels kept."""
     import numpy as np
     import rasterio
 
-    from topoclear.engine.clouds.removal import InferenceOptions, run_cloud_removal
+    from topoclear.engine.clouds.removal import run_cloud_removal
+    from topoclear.engine.clouds.request import CloudRemovalRequest, InferenceOptions
 
     s2 = data_path("sen12ms-cr", "s2_cloudy", "ROIs1970_fall_s2_cloudy_136_p139.tif")
     out = tmp_path / "clear.tif"
     torch.manual_seed(0)
-    report = run_cloud_removal(str(s2), str(out), "dsen2cr", mask_kind="computed",
-                               options=InferenceOptions(device="cpu"))
+    report = run_cloud_removal(CloudRemovalRequest(str(s2), str(out), model="dsen2cr", mask_kind="computed",
+                                                   options=InferenceOptions(device="cpu")))
     assert any("dsen2cr_nosar" in m for m in report.messages)
     with rasterio.open(s2) as src, rasterio.open(out) as dst:
         before, after = src.read(), dst.read()

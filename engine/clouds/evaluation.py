@@ -39,9 +39,10 @@ from ..errors import InputError
 from ..io.atomic import write_text_atomic
 from .masks.scl import scl_cloud_shadow_mask
 from ..progress import SILENT, Monitor
-from ..io.raster import Grid, open_raster
+from ..io.raster import Grid, declared_nodata, open_raster
 from ..io.warp import warp_window
-from ..sentinel2.bands import STACK_LAYOUTS
+from ..sentinel2.bands import STACK_LAYOUTS, is_scl_name
+from .masks.kinds import RASTER, SCL, mask_method
 from ..sentinel2.locate import bands_named_in_descriptions
 
 SSIM_HALO = 5  # (11 - 1) / 2
@@ -114,9 +115,9 @@ class _Raster:
         for k, b in enumerate(self.bands):
             if self.aligned:
                 values = self.ds.read(b, window=win, out_dtype=np.float64)
-                nod = self.ds.nodatavals[b - 1]
+                nod = declared_nodata(self.ds.nodatavals[b - 1])
                 bad = ~np.isfinite(values)
-                if nod is not None and not (isinstance(nod, float) and math.isnan(nod)):
+                if nod is not None:
                     bad |= values == nod
                 elif not self.is_float:
                     bad |= values == 0  # Sentinel-2 DN 0 = no data
@@ -173,7 +174,7 @@ def parse_bands(text: Optional[str], ds, role: str) -> Optional[List[int]]:
 
 def _mask_values(ds, band: int, kind: str, grid: Grid, win: Window) -> np.ndarray:
     values = warp_window(ds, band, grid, win, Resampling.nearest)
-    if kind == "scl":
+    if kind == SCL.key:
         return scl_cloud_shadow_mask(np.where(np.isfinite(values), values, 0).astype(np.int32))
     return np.isfinite(values) & (values != 0)
 
@@ -188,9 +189,10 @@ def evaluate_rasters(prediction: str, reference: str, cloudy: Optional[str] = No
     all); the same bands are taken from the reference (and the cloudy input) by name when
     they have named bands, else by number. The reference fixes the grid: the prediction (and
     the others) are resampled onto it by nearest neighbour when their grid differs.
-    ``mask_kind``: ``"scl"``, ``"raster"`` (non-zero = cloud) or ``"auto"`` (SCL when the file
-    name says so).
+    ``mask_kind``: a method of :func:`~topoclear.engine.clouds.masks.kinds.mask_methods` ``("evaluate")``:
+    ``"scl"``, ``"raster"`` (non-zero = cloud) or ``"auto"`` (SCL when the file name says so).
     """
+    mask_kind = mask_method(mask_kind, "evaluate").key
     notes: List[str] = []
     with open_raster(reference, "reference") as ref_ds, open_raster(prediction, "prediction") as pred_ds:
         grid = Grid.of(ref_ds)
@@ -217,7 +219,7 @@ def evaluate_rasters(prediction: str, reference: str, cloudy: Optional[str] = No
         if mask:
             mds = open_raster(mask, "cloud mask")
             if mask_kind == "auto":
-                mask_kind = "scl" if "SCL" in os.path.basename(str(mask)).upper() else "raster"
+                mask_kind = SCL.key if is_scl_name(mask) else RASTER.key
         if cl is not None and mds is None:
             notes.append("no cloud mask: reproduction metrics (clear pixels) need one and are left out")
         sums = _Sums()

@@ -32,7 +32,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
@@ -41,20 +41,24 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from ..errors import InputError
-from ..io.raster import Grid, ThreadLocalDatasets, check_band, nodata_to_nan, open_raster, overview
+from ..io.raster import Grid, ThreadLocalDatasets, check_band, open_raster, overview, valid_mask
 from ..io.warp import check_coverage, warp_window
 from ..progress import SILENT, Monitor
+from ..sentinel2.bands import is_scl_name
 from ..sentinel2.metadata import SunAngles
+from .masks.kinds import AUTO, NONE, RASTER, RULES, SCL, mask_method
 from .masks.rules import CLOUD_SCORE_HALO, SHADOW_HALO, cloud_shadow_masks_l1c, shadow_thresholds
 from .masks.scl import scl_cloud_shadow_mask
 from .tiling import take, tile_source
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .scene import S2Scene
 
 #: Values given to Sentinel-1 cells without data (dB): typical land backscatter.
 S1_FILL_DB: Dict[str, float] = {"VV": -12.0, "VH": -19.0}
 #: Terrain values for cells without DEM data: flat ground (elevation: the DEM's median).
 TERRAIN_FILL: Dict[str, float] = {"slope": 0.0, "aspect": 0.0}
 S1_UNITS = ("auto", "db", "linear")
-MASK_KINDS = ("auto", "scl", "raster", "computed", "none")
 #: Bands the DSen2-CR rule-based masks need (Level-1C, with B1 and B10).
 COMPUTED_MASK_BANDS = ("B1", "B2", "B3", "B4", "B8", "B10", "B11")
 
@@ -190,11 +194,7 @@ class S1Source:
         factor = max(1.0, math.sqrt(win.width * win.height / (256 * 256)))
         shape = (max(1, int(win.height / factor)), max(1, int(win.width / factor)))
         data = ds.read(band, window=win, out_shape=shape, resampling=Resampling.nearest, out_dtype=np.float32)
-        nod = ds.nodatavals[band - 1]
-        ok = np.isfinite(data)
-        if nod is not None and not (isinstance(nod, float) and math.isnan(nod)):
-            ok &= data != np.float32(nod)
-        if not ok.any():
+        if not valid_mask(data, ds.nodatavals[band - 1]).any():
             raise InputError(f"Sentinel-1 {pol} ({os.path.basename(ds.name)} band {band}) holds only nodata or NaN "
                              "over the Sentinel-2 scene")
 
@@ -272,10 +272,10 @@ class TerrainSource:
 
     def read(self, window: WindowTuple) -> np.ndarray:
         """(len(needed), rows, cols) float32 in physical units, missing cells filled."""
-        from ..terrain.stack import RESAMPLING, _stack_window
+        from ..terrain.stack import RESAMPLING_METHODS, terrain_stack_window
 
-        bands = _stack_window(self._dem(), self.band, self.dem_grid, self.metrics, self.grid, _window(window),
-                              self.options, RESAMPLING["bilinear"])
+        bands = terrain_stack_window(self._dem(), self.band, self.dem_grid, self.metrics, self.grid, _window(window),
+                                     self.options, RESAMPLING_METHODS["bilinear"])
         out = np.empty((len(self.needed), window[2], window[3]), np.float32)
         missing = np.zeros(window[2:], bool)
         for k, name in enumerate(self.needed):
@@ -310,17 +310,19 @@ class MaskSource:
     reflectance bands of a window, and ``scene_sample`` for the scene-wide shadow thresholds).
     """
 
+    KINDS = (SCL.key, RASTER.key, RULES.key)
+
     def __init__(self, kind: str, grid: Grid, path: Optional[str] = None, band: int = 1,
                  reader=None, scene_sample: Optional[Dict[str, np.ndarray]] = None) -> None:
-        if kind not in ("scl", "raster", "computed"):
-            raise InputError(f"cloud mask kind {kind!r} is not one of scl, raster, computed")
+        if kind not in self.KINDS:
+            raise InputError(f"cloud mask kind {kind!r} is not one of {', '.join(self.KINDS)}")
         self.kind = kind
         self.grid = grid
         self.path = path
         self.band = int(band)
         self._reader = reader
         self._datasets = ThreadLocalDatasets("cloud mask")
-        if kind in ("scl", "raster"):
+        if kind in (SCL.key, RASTER.key):
             if not path:
                 raise InputError(f"a {kind} cloud mask needs a raster")
             with open_raster(path, "cloud mask") as ds:
@@ -343,7 +345,7 @@ class MaskSource:
 
     def read(self, window: WindowTuple) -> np.ndarray:
         """Boolean (rows, cols): True = cloud / shadow (pixels outside a mask raster: clear)."""
-        if self.kind == "computed":
+        if self.kind == RULES.key:
             halo = CLOUD_SCORE_HALO + SHADOW_HALO
             bands = self._reader(window, halo)
             masks = cloud_shadow_masks_l1c({k: np.nan_to_num(v, nan=0.0) for k, v in bands.items()},
@@ -351,7 +353,7 @@ class MaskSource:
             return masks["csm"][halo:halo + window[2], halo:halo + window[3]]
         ds = self._datasets.get(self.path)
         values = warp_window(ds, self.band, self.grid, _window(window), Resampling.nearest)
-        if self.kind == "scl":
+        if self.kind == SCL.key:
             codes = np.where(np.isfinite(values), values, 0).astype(np.int32)
             return scl_cloud_shadow_mask(codes)
         return np.isfinite(values) & (values != 0)
@@ -367,5 +369,44 @@ def padded_read(read, window: WindowTuple, halo: int, height: int, width: int) -
     return take(read(source), rows, cols)
 
 
-__all__ = ["S1_UNITS", "MASK_KINDS", "COMPUTED_MASK_BANDS", "S1_FILL_DB", "TERRAIN_FILL", "locate_s1", "detect_s1_units", "S1Source", "TerrainSource",
-           "MaskSource", "padded_read"]
+def resolve_mask_method(scene: "S2Scene", kind: str, mask: Optional[str], band: int
+                        ) -> Tuple[str, Optional[str], int]:
+    """(method, mask raster, band) with ``"auto"`` decided: the given raster (SCL if its name says so),
+    else the product's SCL band, else the DSen2-CR rules when the Level-1C bands are there, else none."""
+    kind = mask_method(kind, "removal").key
+    if kind != AUTO.key:
+        return kind, mask, band
+    if mask:
+        return (SCL.key if is_scl_name(mask) else RASTER.key), mask, band
+    if scene.product.scl is not None:
+        return SCL.key, scene.product.scl.path, scene.product.scl.index
+    if all(b in scene.bands for b in COMPUTED_MASK_BANDS):
+        return RULES.key, None, band
+    return NONE.key, None, band
+
+
+def scene_mask(scene: "S2Scene", kind: str, mask: Optional[str] = None, band: int = 1) -> Optional[MaskSource]:
+    """The cloud mask of ``scene`` for the mask method ``kind`` (see :func:`resolve_mask_method`); None
+    for no mask."""
+    kind, mask, band = resolve_mask_method(scene, kind, mask, band)
+    if kind in (SCL.key, RASTER.key):
+        return MaskSource(kind, scene.grid, str(mask) if mask else None, band)
+    if kind != RULES.key:
+        return None
+    missing = [b for b in COMPUTED_MASK_BANDS if b not in scene.bands]
+    if missing:
+        raise InputError(f"the computed cloud mask (DSen2-CR rules) needs the Level-1C bands "
+                         f"{', '.join(COMPUTED_MASK_BANDS)}; the input lacks {', '.join(missing)}. "
+                         "Give an SCL band or a mask raster instead")
+    overview_bands = scene.overview(["B2", "B8", "B11"])
+
+    def l1c_reader(window, halo):
+        data = padded_read(lambda w: scene.read_reflectance(COMPUTED_MASK_BANDS, w) / 10000.0, window, halo,
+                           scene.height, scene.width)
+        return dict(zip(COMPUTED_MASK_BANDS, data))
+
+    return MaskSource(RULES.key, scene.grid, reader=l1c_reader, scene_sample=overview_bands)
+
+
+__all__ = ["S1_UNITS", "COMPUTED_MASK_BANDS", "S1_FILL_DB", "TERRAIN_FILL", "locate_s1", "detect_s1_units", "S1Source", "TerrainSource",
+           "MaskSource", "padded_read", "resolve_mask_method", "scene_mask"]

@@ -1,0 +1,92 @@
+"""Turning predictions into the output: reflectance back to the input's digital numbers, clear pixels
+kept, nodata written where the input has none, band descriptions, one rectangle at a time."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import numpy as np
+from rasterio.windows import Window
+
+from ...models.scaling import unscale_s2
+from ..io.raster import declared_nodata
+from .inputs import MaskSource
+from .report import TileStats
+from .scene import S2Scene
+
+
+def to_output_dtype(values: np.ndarray, dtype: str, fill_value) -> np.ndarray:
+    """``values`` (float DN) in the output data type: integers rounded and clipped, never equal to the
+    nodata value ``fill_value`` (a prediction must not read as nodata); NaN only where nodata is written."""
+    dt = np.dtype(dtype)
+    if dt.kind not in "iu":
+        return values.astype(dt)
+    info = np.iinfo(dt)
+    values = np.where(np.isfinite(values), values, 0.0)
+    out = np.clip(np.rint(values), info.min, info.max).astype(dt)
+    if declared_nodata(fill_value) is not None:
+        nod = np.asarray(fill_value).astype(dt)
+        clash = out == nod
+        if clash.any():
+            out[clash] = nod + 1 if nod < info.max else nod - 1
+    return out
+
+
+def band_descriptions(scene: S2Scene, layout, spec_name: str) -> List[str]:
+    """One description per output band: predicted by ``spec_name``, or copied from the input."""
+    predicted = set(layout.output)
+    out = []
+    for i, name in enumerate(scene.output_names):
+        if name in predicted:
+            out.append(f"{name}, cloud removed ({spec_name})")
+        else:
+            original = scene.input_descriptions[i] if i < len(scene.input_descriptions) else None
+            label = original or name
+            out.append(f"{label}, copied from the input (not predicted by {spec_name})")
+    return out
+
+
+class OutputWriter:
+    """Writes blended predictions (the network's scaling) into ``dst`` and counts pixels in ``stats``.
+
+    Bands the network predicts are converted back to the input's digital numbers; the others are
+    copied from the input. With ``keep_clear`` and a mask, pixels the mask calls clear are copied
+    too. Pixels invalid in the input (or not predicted) get the scene's fill value.
+    """
+
+    def __init__(self, scene: S2Scene, layout, scaling: str, mask_source: Optional[MaskSource], keep_clear: bool,
+                 dst, stats: TileStats) -> None:
+        self.scene = scene
+        self.scaling = scaling
+        self.mask_source = mask_source
+        self.keep_clear = keep_clear
+        self.dst = dst
+        self.stats = stats
+        self.out_index = [scene.output_names.index(b) for b in layout.output]
+        checked = layout.s2 if "s2" in layout.inputs else layout.output
+        self.checked_index = [scene.output_names.index(b) for b in checked]
+        self.fill = np.asarray(scene.fill_value).astype(scene.dtype)
+
+    def write(self, row0: int, col0: int, values: np.ndarray) -> None:
+        """Write the prediction ``values`` (bands, rows, cols) at (row0, col0) of the scene."""
+        scene = self.scene
+        rows, cols = values.shape[1], values.shape[2]
+        window = (row0, col0, rows, cols)
+        raw, valid_bands = scene.read_output_raw(window)
+        valid = valid_bands[self.checked_index].all(axis=0) & np.isfinite(values).all(axis=0)
+        cloud = self.mask_source.read(window) if self.mask_source is not None else None
+        keep = (valid & ~cloud) if (self.keep_clear and cloud is not None) else None
+        refl = unscale_s2(values, self.scaling)  # reflectance x 10000
+        out = raw.copy()
+        for k, b in enumerate(self.out_index):
+            src = scene.bands[scene.output_names[b]]
+            dn = refl[k] * np.float32(src.quantification / 10000.0) - np.float32(src.offset)
+            band = to_output_dtype(dn, scene.dtype, scene.fill_value)
+            if keep is not None:
+                band = np.where(keep, raw[b], band)
+            out[b] = np.where(valid, band, self.fill)
+        self.stats.valid += int(valid.sum())
+        if cloud is not None:
+            self.stats.cloud += int((cloud & valid).sum())
+        if keep is not None:
+            self.stats.kept += int(keep.sum())
+        self.dst.write(out, window=Window(col0, row0, cols, rows))

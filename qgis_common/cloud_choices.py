@@ -1,0 +1,254 @@
+"""Cloud removal as a user chooses it: the choices the removeclouds algorithm and the Cloud removal dock
+offer, and :class:`CloudChoices`, the one adapter from what was chosen to a
+:class:`~topoclear.engine.clouds.request.CloudRemovalRequest`.
+
+Models come from the catalogue (:func:`topoclear.models.registry.removal_models`), cloud-mask
+methods from :mod:`topoclear.engine.clouds.masks.kinds`; the other choices are defined here once.
+Layers are turned into their files by :func:`~topoclear.qgis_common.layers.file_behind_layer`.
+Errors are :class:`ChoiceError`, naming the parameter at fault. No ``qgis`` import is needed here.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from ..engine.errors import InputError
+from ..engine.clouds.masks.kinds import MaskMethod, mask_method, mask_methods
+from ..engine.clouds.request import CloudRemovalRequest, InferenceOptions
+from .layers import LayerError, file_behind_layer
+
+
+class ChoiceError(InputError):
+    """A choice that cannot make a run; ``parameter`` names it (a removeclouds parameter name)."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One entry of a menu: the value the engine takes, the label a user reads, a longer explanation."""
+
+    key: Any
+    label: str
+    tooltip: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+# what the tools offer
+# --------------------------------------------------------------------------------------------
+COVERAGE_CHOICES = (
+    Choice("refuse", "Refuse: error unless Sentinel-1 and the DEM cover the whole scene"),
+    Choice("fill", "Fill the uncovered part with neutral values and go on"),
+)
+S1_UNIT_CHOICES = (Choice("auto", "Automatic (from the values)"), Choice("db", "dB"),
+                   Choice("linear", "Linear sigma0"))
+BLEND_CHOICES = (
+    Choice(None, "Automatic (crop exactly where the receptive field is known, else blend)"),
+    Choice("blend", "Blend overlaps with cosine ramps"),
+    Choice("crop", "Crop tile margins (keep each tile's centre)"),
+)
+AMP_CHOICES = (Choice("auto", "Automatic (CUDA: float16 when within tolerance of float32)"),
+               Choice("off", "Off (float32)"), Choice("on", "On (CUDA float16)"))
+
+
+def model_choices(has_s1: Optional[bool] = None, has_dem: Optional[bool] = None) -> List[Choice]:
+    """The models whole-scene cloud removal offers, in menu order; with ``has_s1`` / ``has_dem``
+    given, only those that can run on such inputs (terrain models need a DEM, models without an
+    optical-only variant need Sentinel-1)."""
+    from ..models.registry import removal_models
+
+    specs = removal_models()
+    if has_s1 is not None or has_dem is not None:
+        specs = [s for s in specs if s.runs_with(bool(has_s1), bool(has_dem))]
+    return [Choice(s.name, s.title, s.description) for s in specs]
+
+
+def model_help() -> str:
+    """An HTML list of the models and what each needs (the bands of its shipped weights)."""
+    from ..engine.clouds.weights import describe_needs
+    from ..models.registry import removal_models
+
+    items = []
+    for spec in removal_models():
+        try:
+            needs = describe_needs(spec.name)
+        except InputError:  # an unreadable model card: the spec's own bands
+            needs = spec.describe_needs()
+        items.append(f"<li><b>{spec.title}</b> ({spec.name}): needs {needs}</li>")
+    return "<ul>" + "".join(items) + "</ul>"
+
+
+def model_info(model: str, has_s1: bool) -> str:
+    """What the chosen model needs and which shipped weights will run, for the dock."""
+    from ..engine.clouds.weights import describe_needs, shipped_weights
+    from ..models.registry import get_spec
+
+    spec = get_spec(model)
+    try:
+        text = f"Needs: {describe_needs(model)}."
+        shipped = shipped_weights(model, has_s1 or not spec.needs_s1)
+    except InputError as exc:  # an unreadable model card
+        return f"Needs: {spec.describe_needs()}. The shipped weights cannot be read: {exc}"
+    if spec.needs_s1 and spec.needs_s2 and not has_s1:
+        text += " No Sentinel-1 layer: the optical-only variant (trained without SAR) will run."
+    if shipped:
+        return text + " Shipped weights: " + os.path.basename(shipped)
+    return text + " No weights are shipped for it yet: choose a weights file."
+
+
+def terrain_models() -> str:
+    """The short titles of the offered models that need a DEM, for labels: ``"CRT-UNet"``."""
+    from ..models.registry import removal_models
+
+    return ", ".join(s.short_title for s in removal_models() if s.needs_terrain)
+
+
+def mask_choices(consumer: str = "removal") -> List[Choice]:
+    """The cloud-mask methods ``consumer`` (``"removal"``, ``"evaluate"``) offers, in menu order."""
+    return [Choice(m.key, m.title, m.description) for m in mask_methods(consumer)]
+
+
+def mask_reads_raster(key: str) -> bool:
+    """Whether the cloud-mask method ``key`` reads the mask raster the user gives."""
+    return any(m.key == key and m.uses_raster for m in mask_methods("removal"))
+
+
+def keys(choices: Sequence[Choice]) -> List[Any]:
+    return [c.key for c in choices]
+
+
+# --------------------------------------------------------------------------------------------
+# text parameters
+# --------------------------------------------------------------------------------------------
+def parse_band_list(text: str, name: str = "BANDS"):
+    """``"B2,B3,B4"`` -> overrides {name: (None, index)} in that order of the input's bands (``-`` skips one);
+    errors name the parameter ``name``."""
+    from ..engine.sentinel2.bands import canonical_band
+
+    overrides = {}
+    for index, item in enumerate([t.strip() for t in str(text).replace(";", ",").split(",") if t.strip()], start=1):
+        if item in ("-", "_", "x", "skip"):
+            continue
+        band = canonical_band(item)
+        if band is None:
+            raise ChoiceError("BANDS", f"{name}: {item!r} is not a Sentinel-2 band name (B1..B12, B8A; use - for a "
+                                       "band to ignore)")
+        overrides[band] = (None, index)
+    return overrides
+
+
+def parse_s1_bands(text: str, name: str = "S1_BANDS") -> Optional[Dict[str, int]]:
+    """``"VV=1,VH=2"`` or ``"1,2"`` (VV, VH) -> {"VV": 1, "VH": 2}; None for an empty text; errors name the
+    parameter ``name``."""
+    if not text or not str(text).strip():
+        return None
+    out = {}
+    items = [t.strip() for t in str(text).replace(";", ",").split(",") if t.strip()]
+    for k, item in enumerate(items):
+        if "=" in item:
+            pol, number = item.split("=", 1)
+        else:
+            pol, number = ("VV", "VH")[k] if k < 2 else "", item
+        try:
+            out[pol.strip().upper()] = int(number)
+        except ValueError:
+            raise ChoiceError("S1_BANDS", f"{name}: {item!r} is not POL=number (e.g. VV=1,VH=2)") from None
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the adapter
+# --------------------------------------------------------------------------------------------
+@dataclass
+class CloudChoices:
+    """What a user chose, by removeclouds parameter, as plain values.
+
+    Rasters (``s2``, ``s1``, ``dem``, ``mask``) are map layers or file paths; numbers use the
+    parameters' conventions (``tile_size`` 0, ``overlap`` -1, ``batch_size`` 0: the model's
+    defaults). ``names`` says how errors name each parameter (default: its removeclouds name;
+    the dock passes its own labels).
+    """
+
+    s2: Any = None                       # INPUT
+    safe: str = ""                       # SAFE
+    s1: Any = None                       # S1
+    dem: Any = None                      # DEM
+    metadata: str = ""                   # METADATA
+    mask: Any = None                     # CLOUD_MASK
+    mask_method: str = "auto"            # MASK_TYPE
+    model: Optional[str] = None          # MODEL
+    weights: str = ""                    # WEIGHTS
+    device: str = "auto"                 # DEVICE
+    tile_size: int = 0                   # TILE_SIZE
+    overlap: int = -1                    # OVERLAP
+    batch_size: int = 0                  # BATCH_SIZE
+    keep_clear: bool = True              # KEEP_CLEAR
+    coverage: str = "refuse"             # COVERAGE
+    bands: str = ""                      # BANDS
+    s1_bands: str = ""                   # S1_BANDS
+    s1_units: str = "auto"               # S1_UNITS
+    dem_band: int = 1                    # DEM_BAND
+    blend: Optional[str] = None          # BLEND
+    amp: str = "auto"                    # AMP
+    output: str = ""                     # OUTPUT
+    names: Mapping[str, str] = field(default_factory=dict)
+
+    def _name(self, parameter: str) -> str:
+        return self.names.get(parameter, parameter)
+
+    def _error(self, parameter: str, text: str) -> ChoiceError:
+        return ChoiceError(parameter, f"{self._name(parameter)}: {text}")
+
+    def _file(self, parameter: str, value) -> Optional[str]:
+        if value is None or value == "":
+            return None
+        if isinstance(value, (str, os.PathLike)):
+            return str(value)
+        try:
+            return file_behind_layer(value, self._name(parameter))
+        except LayerError as exc:
+            raise ChoiceError(parameter, str(exc)) from None
+
+    def mask_choice(self) -> MaskMethod:
+        try:
+            return mask_method(self.mask_method, "removal")
+        except InputError as exc:
+            raise self._error("MASK_TYPE", str(exc)) from None
+
+    def notes(self) -> List[str]:
+        """What the run will leave aside of what was chosen, for the log."""
+        if self.mask is not None and self.mask != "" and not self.mask_choice().uses_raster:
+            return ["A cloud mask raster was given but the cloud mask choice does not use it."]
+        return []
+
+    def request(self) -> CloudRemovalRequest:
+        """The engine request; :class:`ChoiceError` naming the parameter when a choice cannot run."""
+        s2 = self.safe or self._file("INPUT", self.s2)
+        if not s2:
+            raise self._error("INPUT", "choose a Sentinel-2 layer or a product folder")
+        if not self.model:
+            raise self._error("MODEL", "no model fits the inputs: add a Sentinel-1 layer or a DEM")
+        output = str(self.output or "")
+        if not output.lower().endswith((".tif", ".tiff")):
+            raise self._error("OUTPUT", f"the cloud-free image is written as GeoTIFF; got {output or 'nothing'}")
+        method = self.mask_choice()
+        mask = self._file("CLOUD_MASK", self.mask) if method.uses_raster else None
+        if method.key in ("scl", "raster") and mask is None:
+            raise self._error("CLOUD_MASK", f"the cloud mask method '{method.title}' reads a raster: choose it, or "
+                                            "another cloud mask method")
+        return CloudRemovalRequest(
+            s2=s2, output=output, model=self.model, weights=self.weights or None,
+            s1=self._file("S1", self.s1), dem=self._file("DEM", self.dem), mask=mask, mask_kind=method.key,
+            metadata=self.metadata or None,
+            s2_overrides=parse_band_list(self.bands, self._name("BANDS")) if str(self.bands).strip() else None,
+            s1_bands=parse_s1_bands(self.s1_bands, self._name("S1_BANDS")), s1_units=self.s1_units,
+            dem_band=int(self.dem_band or 1), options=self.options())
+
+    def options(self) -> InferenceOptions:
+        return InferenceOptions(
+            tile=self.tile_size or None, overlap=None if self.overlap < 0 else self.overlap, mode=self.blend,
+            batch_size=self.batch_size or None, device=(self.device or "auto").strip() or "auto", amp=self.amp,
+            keep_clear=bool(self.keep_clear), policy=self.coverage)
