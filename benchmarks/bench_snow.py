@@ -107,10 +107,12 @@ for path in sys.argv[1:]:
 
 SNOW_CODE = """
 import json, sys
-from topoclear.engine.snow.mapping import CloudInput, SnowParameters, snow_map
+from topoclear.engine.snow.mapping import snow_map
+from topoclear.engine.snow.parameters import CloudInput, SnowParameters
+from topoclear.engine.snow.requests import Sentinel2Input, SnowMapRequest
 green, dem, out, cloud = sys.argv[1:5]
-kind = CloudInput("mask", cloud) if cloud != "-" else CloudInput("none")
-r = snow_map(green, out, SnowParameters(method="lis"), dem=dem, cloud=kind)
+kind = CloudInput("raster", cloud) if cloud != "-" else CloudInput("none")
+r = snow_map(SnowMapRequest(Sentinel2Input(green), out, SnowParameters(method="lis"), dem=dem, cloud=kind))
 print(json.dumps({"snow_percent": r.snow_percent, "cloud_percent": r.cloud_percent, "snowline": r.snowline}))
 """ + PEAK
 

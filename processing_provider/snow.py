@@ -3,32 +3,25 @@ from __future__ import annotations
 
 import math
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsField, QgsFields, QgsProcessingException,
+from qgis.core import (QgsCoordinateReferenceSystem, QgsField, QgsFields,
                        QgsProcessingOutputNumber, QgsProcessingParameterBand, QgsProcessingParameterBoolean,
                        QgsProcessingParameterEnum, QgsProcessingParameterExtent, QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
 from qgis.PyQt.QtCore import QVariant
 
-from ..engine.sentinel2.locate import locate_bands
-from ..engine.snow.mapping import CloudInput, SnowParameters, compute_ndsi, snow_map, snow_statistics
+from ..engine.snow.mapping import snow_map
+from ..engine.snow.ndsi import compute_ndsi
+from ..engine.snow.requests import Sentinel2Input
+from ..engine.snow.statistics import snow_statistics
+from ..qgis_common.snow_choices import (CLOUD_CHOICES, FSC_CHOICES, LIS_FIELDS, METHOD_CHOICES, NDSI_ROLES,
+                                        RESOLUTION_CHOICES, SNOW_MAP_ROLES, THRESHOLD_FIELDS, ImageChoice,
+                                        SnowMapChoice, Threshold, band_label, key_at, labels, ndsi_request,
+                                        sentinel2_input, snow_map_request, snow_statistics_request)
 from .base import TopoClearAlgorithm
 
-ROLE_PARAMETERS = {"B3": ("GREEN", "Green band (B3)"), "B4": ("RED", "Red band (B4)"),
-                   "B11": ("SWIR", "SWIR1 band (B11, 1610 nm)")}
-RESOLUTION_LABELS = ["Coarsest band grid (20 m for Sentinel-2, as Let It Snow)",
-                     "Finest band grid (10 m; 20 m bands repeated)"]
-RESOLUTIONS = ["coarsest", "finest"]
-CLOUD_LABELS = ["Automatic: the product's own SCL band when found beside the bands, else no mask",
-                "SCL scene classification raster (choose it below, or the product's own)",
-                "Cloud mask raster (choose it below): non-zero = cloud",
-                "No cloud mask"]
-METHOD_LABELS = ["Let It Snow: two passes with the DEM snowline and dark-cloud release",
-                 "Single NDSI threshold (plus the red-band test)"]
-METHODS = ["lis", "threshold"]
-FSC_LABELS = ["Gascoin et al. 2020 (Sentinel-2, LIS): 0.5 tanh(2.65 NDSI - 1.42) + 0.5",
-              "Salomonson & Appel 2004 (MODIS): 1.45 NDSI - 0.01"]
-FSC_KEYS = ["gascoin", "salomonson"]
+#: Processing parameter names of the bands (``GREEN_BAND``, ``GREEN_FILE``...).
+BAND_PARAMETERS = {"B3": "GREEN", "B4": "RED", "B11": "SWIR"}
 
 INPUT_HELP = (
     "<p><b>Sentinel-2 input</b>: a <i>band stack</i> (13-band L1C in the order B1..B12 with B8A and B10, "
@@ -59,15 +52,15 @@ class SnowAlgorithm(TopoClearAlgorithm):
             "SAFE", "...or a Sentinel-2 product folder (.SAFE, or a folder of band files)",
             behavior=QgsProcessingParameterFile.Folder, optional=True))
         for role in roles:
-            name, label = ROLE_PARAMETERS[role]
-            self.addParameter(QgsProcessingParameterBand(f"{name}_BAND", f"{label} of the layer [automatic]", None,
+            self.addParameter(QgsProcessingParameterBand(f"{BAND_PARAMETERS[role]}_BAND",
+                                                         f"{band_label(role)} band of the layer [automatic]", None,
                                                          "INPUT", optional=True))
         for role in roles:
-            name, label = ROLE_PARAMETERS[role]
             self.addParameter(self.advanced(QgsProcessingParameterRasterLayer(
-                f"{name}_FILE", f"{label} as a separate file (its band 1) [automatic]", optional=True)))
-        self.addParameter(self.advanced(QgsProcessingParameterEnum("RESOLUTION", "Output grid", RESOLUTION_LABELS,
-                                                                   defaultValue=0)))
+                f"{BAND_PARAMETERS[role]}_FILE", f"{band_label(role)} band as a separate file (its band 1) "
+                "[automatic]", optional=True)))
+        self.addParameter(self.advanced(QgsProcessingParameterEnum("RESOLUTION", "Output grid",
+                                                                   labels(RESOLUTION_CHOICES), defaultValue=0)))
         self.addParameter(self.advanced(self.number(
             "DN_OFFSET", "DN offset added before scaling [automatic from the metadata]", None, optional=True)))
         self.addParameter(self.advanced(self.number(
@@ -75,32 +68,23 @@ class SnowAlgorithm(TopoClearAlgorithm):
             minimum=1e-9, optional=True)))
         self.addParameter(QgsProcessingParameterExtent("EXTENT", "Limit to extent [whole image]", optional=True))
 
-    def s2_source(self, parameters, context, roles):
-        """(source path, overrides, offset, quantification, resolution, product) from the parameters."""
-        layer_path = self.raster_file(parameters, "INPUT", context, required=False)
-        folder = self.parameterAsFile(parameters, "SAFE", context)
-        source = folder or layer_path
-        overrides = {}
-        for role in roles:
-            name, _ = ROLE_PARAMETERS[role]
-            file_path = self.raster_file(parameters, f"{name}_FILE", context, required=False)
-            band = self.parameterAsInt(parameters, f"{name}_BAND", context) if parameters.get(f"{name}_BAND") not in (
-                None, "") else 0
-            if file_path:
-                overrides[role] = (file_path, 1)
-            elif band:
-                if not layer_path:
-                    raise QgsProcessingException(f"{name}_BAND: a band of the layer was chosen but no layer was given")
-                overrides[role] = (layer_path, band)
-        if not source and len(overrides) < len(roles):
-            raise QgsProcessingException("Choose a Sentinel-2 layer or a product folder (or every band as a file)")
-        offset = None if parameters.get("DN_OFFSET") in (None, "") else self.parameterAsDouble(
-            parameters, "DN_OFFSET", context)
-        quantification = None if parameters.get("QUANTIFICATION") in (None, "") else self.parameterAsDouble(
-            parameters, "QUANTIFICATION", context)
-        resolution = RESOLUTIONS[self.parameterAsEnum(parameters, "RESOLUTION", context)]
-        product = self.run_engine(lambda: locate_bands(source or None, roles, overrides, offset, quantification), None)
-        return product, resolution
+    def optional_number(self, parameters, name, context):
+        return None if parameters.get(name) in (None, "") else self.parameterAsDouble(parameters, name, context)
+
+    def image(self, parameters, context, roles) -> Sentinel2Input:
+        """The Sentinel-2 image of the parameters, its bands located, limited to the extent."""
+        bands = {role: self.parameterAsInt(parameters, f"{BAND_PARAMETERS[role]}_BAND", context)
+                 for role in roles if parameters.get(f"{BAND_PARAMETERS[role]}_BAND") not in (None, "")}
+        files = {role: self.raster_file(parameters, f"{BAND_PARAMETERS[role]}_FILE", context, required=False)
+                 for role in roles}
+        choice = ImageChoice(
+            layer=self.raster_file(parameters, "INPUT", context, required=False),
+            folder=self.parameterAsFile(parameters, "SAFE", context) or None, bands=bands, files=files,
+            offset=self.optional_number(parameters, "DN_OFFSET", context),
+            quantification=self.optional_number(parameters, "QUANTIFICATION", context),
+            resolution=key_at(RESOLUTION_CHOICES, self.parameterAsEnum(parameters, "RESOLUTION", context)))
+        image = self.run_engine(lambda: sentinel2_input(choice, roles).located(roles), None)
+        return image.within(self.extent(parameters, context, image.product))
 
     def extent(self, parameters, context, product):
         if parameters.get("EXTENT") in (None, ""):
@@ -127,15 +111,13 @@ class NdsiAlgorithm(SnowAlgorithm):
             "styled with a brown-white-blue ramp.</p>")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.add_s2_parameters(("B3", "B11"))
+        self.add_s2_parameters(NDSI_ROLES)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "NDSI"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        product, resolution = self.s2_source(parameters, context, ("B3", "B11"))
-        bounds = self.extent(parameters, context, product)
-        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        self.run_engine(lambda: compute_ndsi(None, output, resolution=resolution, bounds=bounds,
-                                             monitor=self.monitor(feedback), product=product), feedback)
+        request = ndsi_request(self.image(parameters, context, NDSI_ROLES),
+                               self.parameterAsOutputLayer(parameters, "OUTPUT", context))
+        output, _ = self.run_engine(lambda: compute_ndsi(request, self.monitor(feedback)), feedback)
         self.style_output(context, output, "ndsi")
         return {"OUTPUT": output}
 
@@ -163,97 +145,84 @@ class SnowMapAlgorithm(SnowAlgorithm):
         "<p><b>DEM</b>: any raster covering the image, in any CRS and resolution: it is aligned onto the image "
         "grid (bilinear) window by window. A DEM that does not overlap the image is an error.</p>"
         "<p><b>Cloud mask</b>: the L2A scene classification (SCL: 3 shadow, 8 and 9 cloud, 10 cirrus are cloud; "
-        "0 is nodata), any mask raster (non-zero = cloud), or none. <i>Automatic</i> uses the SCL band found "
-        "beside the product's bands (a SAFE folder or its band files).</p>"
+        "0 is nodata), any mask raster (non-zero = cloud), or none. <i>Automatic</i> uses the raster given (read as "
+        "SCL when its file name says SCL, as <tt>..._SCL_20m.jp2</tt>), else the SCL band found beside the "
+        "product's bands (a SAFE folder or its band files), else no mask.</p>"
         "<p><b>Fractional snow cover</b> (optional output, Float32 0-1 on snow pixels, 0 on no-snow, nodata "
         "-9999 on cloud and nodata): Gascoin et al. (2020) 0.5 tanh(2.65 NDSI - 1.42) + 0.5, or Salomonson & "
         "Appel (2004) 1.45 NDSI - 0.01, clipped to [0, 1].</p>" + INPUT_HELP +
         "<p><b>Outputs</b>: the snow map (Byte GeoTIFF with a colour table) and the numbers SNOW_AREA_KM2, "
         "SNOW_PERCENT and CLOUD_PERCENT (of the valid area) and SNOWLINE (m; none when not found).</p>")
 
+    def threshold_parameter(self, field: Threshold):
+        if field.integer:
+            return QgsProcessingParameterNumber(field.name, field.label, QgsProcessingParameterNumber.Integer,
+                                                field.default, False, field.minimum, field.maximum)
+        return self.number(field.name, field.label, field.default, field.minimum, field.maximum)
+
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.add_s2_parameters(("B3", "B4", "B11"))
-        self.addParameter(QgsProcessingParameterEnum("METHOD", "Method", METHOD_LABELS, defaultValue=0))
+        self.add_s2_parameters(SNOW_MAP_ROLES)
+        self.addParameter(QgsProcessingParameterEnum("METHOD", "Method", labels(METHOD_CHOICES), defaultValue=0))
         self.addParameter(QgsProcessingParameterRasterLayer("DEM", "DEM (Let It Snow snowline) [optional]",
                                                             optional=True))
         self.addParameter(self.advanced(QgsProcessingParameterBand("DEM_BAND", "Elevation band", 1, "DEM",
                                                                    optional=True)))
-        self.addParameter(QgsProcessingParameterEnum("CLOUD_SOURCE", "Cloud mask", CLOUD_LABELS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum("CLOUD_SOURCE", "Cloud mask", labels(CLOUD_CHOICES),
+                                                     defaultValue=0))
         self.addParameter(QgsProcessingParameterRasterLayer("CLOUD_MASK", "Cloud mask or SCL raster [optional]",
                                                             optional=True))
-        self.addParameter(self.number("NDSI_THRESHOLD", "Single threshold: NDSI above", 0.40, -1.0, 1.0))
+        ndsi, red = THRESHOLD_FIELDS
+        self.addParameter(self.threshold_parameter(ndsi))
         self.addParameter(QgsProcessingParameterBoolean("RED_TEST", "Single threshold: also require red above "
                                                         "the red threshold", True))
-        self.addParameter(self.number("RED_THRESHOLD", "Single threshold: red reflectance above", 0.20, 0.0, 2.0))
-        lis = [("NDSI_PASS1", "Let It Snow pass 1: NDSI above", 0.40, -1.0, 1.0),
-               ("RED_PASS1", "Let It Snow pass 1: red reflectance above", 0.20, 0.0, 2.0),
-               ("NDSI_PASS2", "Let It Snow pass 2: NDSI above", 0.15, -1.0, 1.0),
-               ("RED_PASS2", "Let It Snow pass 2: red reflectance above", 0.04, 0.0, 2.0),
-               ("FSNOW_LIM", "Snowline: snow fraction of an elevation band above", 0.10, 0.0, 1.0),
-               ("FCLEAR_LIM", "Snowline: cloud-free fraction of an elevation band above", 0.10, 0.0, 1.0),
-               ("FSNOW_TOTAL_LIM", "Snowline: only when pass-1 snow covers more than (fraction)", 0.001, 0.0, 1.0),
-               ("RED_DARKCLOUD", "Dark cloud: red reflectance averaged over the block below", 0.30, 0.0, 2.0),
-               ("DARKCLOUD_SCALE", "Dark cloud: averaging block size (m; 0 = per pixel)", 240.0, 0.0, 100000.0),
-               ("RED_BACKTOCLOUD", "Back to cloud: red reflectance above", 0.10, 0.0, 2.0)]
-        for name, label, default, lo, hi in lis:
-            self.addParameter(self.advanced(self.number(name, label, default, lo, hi)))
-        band_height = QgsProcessingParameterNumber("BAND_HEIGHT", "Snowline: elevation band height (m)",
-                                                   QgsProcessingParameterNumber.Integer, 100, False, 1, 10000)
-        self.addParameter(self.advanced(band_height))
+        self.addParameter(self.threshold_parameter(red))
+        for field in LIS_FIELDS:
+            self.addParameter(self.advanced(self.threshold_parameter(field)))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Snow map"))
         self.addParameter(QgsProcessingParameterRasterDestination("FSC", "Fractional snow cover", optional=True,
                                                                   createByDefault=False))
         self.addParameter(self.advanced(QgsProcessingParameterEnum("FSC_FORMULA", "Fractional snow cover formula",
-                                                                   FSC_LABELS, defaultValue=0)))
+                                                                   labels(FSC_CHOICES), defaultValue=0)))
         for name, label in (("SNOW_AREA_KM2", "Snow area (km2)"), ("SNOW_PERCENT", "Snow (% of the valid area)"),
                             ("CLOUD_PERCENT", "Cloud (% of the valid area)"), ("SNOWLINE", "Snowline (m)")):
             self.addOutput(QgsProcessingOutputNumber(name, label))
 
-    def parameters_from(self, parameters, context) -> SnowParameters:
-        value = lambda name: self.parameterAsDouble(parameters, name, context)  # noqa: E731
-        red_test = self.parameterAsBoolean(parameters, "RED_TEST", context)
-        return self.run_engine(lambda: SnowParameters(
-            method=METHODS[self.parameterAsEnum(parameters, "METHOD", context)],
-            ndsi_threshold=value("NDSI_THRESHOLD"), red_threshold=value("RED_THRESHOLD") if red_test else None,
-            ndsi_pass1=value("NDSI_PASS1"), red_pass1=value("RED_PASS1"), ndsi_pass2=value("NDSI_PASS2"),
-            red_pass2=value("RED_PASS2"), band_height=self.parameterAsInt(parameters, "BAND_HEIGHT", context),
-            fsnow_lim=value("FSNOW_LIM"), fclear_lim=value("FCLEAR_LIM"), fsnow_total_lim=value("FSNOW_TOTAL_LIM"),
-            red_darkcloud=value("RED_DARKCLOUD"), darkcloud_scale=value("DARKCLOUD_SCALE"),
-            red_backtocloud=value("RED_BACKTOCLOUD")).validate(), None)
+    def choice(self, parameters, context) -> SnowMapChoice:
+        """What the parameters ask for, as the snow tools' shared choice."""
+        values = {f.key: (self.parameterAsInt if f.integer else self.parameterAsDouble)(parameters, f.name, context)
+                  for f in THRESHOLD_FIELDS + LIS_FIELDS}
+        wants_fsc = parameters.get("FSC") not in (None, "")
+        fsc = self.parameterAsOutputLayer(parameters, "FSC", context) if wants_fsc else None
+        return SnowMapChoice(
+            image=self.image(parameters, context, SNOW_MAP_ROLES),
+            output=self.parameterAsOutputLayer(parameters, "OUTPUT", context),
+            method=key_at(METHOD_CHOICES, self.parameterAsEnum(parameters, "METHOD", context)),
+            values=values, red_test=self.parameterAsBoolean(parameters, "RED_TEST", context),
+            dem=self.raster_file(parameters, "DEM", context, required=False),
+            dem_band=self.parameterAsInt(parameters, "DEM_BAND", context) or 1,
+            cloud=key_at(CLOUD_CHOICES, self.parameterAsEnum(parameters, "CLOUD_SOURCE", context)),
+            cloud_raster=self.raster_file(parameters, "CLOUD_MASK", context, required=False),
+            fsc_output=fsc or None,
+            fsc_formula=key_at(FSC_CHOICES, self.parameterAsEnum(parameters, "FSC_FORMULA", context)))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        product, resolution = self.s2_source(parameters, context, ("B3", "B4", "B11"))
-        bounds = self.extent(parameters, context, product)
-        params = self.parameters_from(parameters, context)
-        dem = self.raster_file(parameters, "DEM", context, required=False)
-        dem_band = self.parameterAsInt(parameters, "DEM_BAND", context) or 1
-        kind = ("auto", "scl", "mask", "none")[self.parameterAsEnum(parameters, "CLOUD_SOURCE", context)]
-        mask = self.raster_file(parameters, "CLOUD_MASK", context, required=False)
-        if kind == "mask" and not mask:
-            raise QgsProcessingException("CLOUD_MASK: 'Cloud mask raster' was chosen but no raster was given")
-        if kind == "none" and mask:
-            feedback.pushInfo("A cloud mask raster was given but 'No cloud mask' is chosen: it is not used.")
-        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        fsc = (self.parameterAsOutputLayer(parameters, "FSC", context)
-               if parameters.get("FSC") not in (None, "") else None)
-        formula = FSC_KEYS[self.parameterAsEnum(parameters, "FSC_FORMULA", context)]
-        if params.method == "threshold" and dem:
-            feedback.pushInfo("The single-threshold method does not use the DEM.")
-        result = self.run_engine(lambda: snow_map(
-            None, output, params, dem=dem, dem_band=dem_band,
-            cloud=CloudInput(kind, mask if kind != "none" else None), fsc_output=fsc or None, fsc_formula=formula,
-            resolution=resolution, bounds=bounds, monitor=self.monitor(feedback), product=product), feedback)
+        choice = self.choice(parameters, context)
+        request, notes = self.run_engine(lambda: snow_map_request(choice), None)
+        for note in notes:
+            feedback.pushInfo(note)
+        result = self.run_engine(lambda: snow_map(request, self.monitor(feedback)), feedback)
         if result.pass1_bands:
             feedback.pushInfo("Pass-1 elevation bands (m: total / snow / no snow / cloud pixels):")
             for band in result.pass1_bands:
                 feedback.pushInfo(f"  {band.z_min:.0f}-{band.z_max:.0f}: {band.total} / {band.snow} / "
                                   f"{band.no_snow} / {band.cloud}")
-        self.style_output(context, output, "snowmap")
-        outputs = {"OUTPUT": output, "SNOW_AREA_KM2": result.snow_area_km2, "SNOW_PERCENT": result.snow_percent,
-                   "CLOUD_PERCENT": result.cloud_percent, "SNOWLINE": result.snowline}
-        if fsc:
-            self.style_output(context, fsc, "fsc")
-            outputs["FSC"] = fsc
+        self.style_output(context, request.output, "snowmap")
+        outputs = {"OUTPUT": request.output, "SNOW_AREA_KM2": result.snow_area_km2,
+                   "SNOW_PERCENT": result.snow_percent, "CLOUD_PERCENT": result.cloud_percent,
+                   "SNOWLINE": result.snowline}
+        if request.fsc_output:
+            self.style_output(context, request.fsc_output, "fsc")
+            outputs["FSC"] = request.fsc_output
         return outputs
 
 
@@ -293,13 +262,12 @@ class SnowStatsAlgorithm(SnowAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(name, label))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        path = self.raster_file(parameters, "INPUT", context)
-        band = self.parameterAsInt(parameters, "BAND", context) or 1
-        dem = self.raster_file(parameters, "DEM", context, required=False)
-        dem_band = self.parameterAsInt(parameters, "DEM_BAND", context) or 1
-        height = self.parameterAsInt(parameters, "BAND_HEIGHT", context)
-        stats = self.run_engine(lambda: snow_statistics(path, dem, dem_band, height, band,
-                                                        monitor=self.monitor(feedback)), feedback)
+        request = self.run_engine(lambda: snow_statistics_request(
+            self.raster_file(parameters, "INPUT", context),
+            self.raster_file(parameters, "DEM", context, required=False),
+            self.parameterAsInt(parameters, "BAND", context), self.parameterAsInt(parameters, "DEM_BAND", context),
+            self.parameterAsInt(parameters, "BAND_HEIGHT", context)), None)
+        stats = self.run_engine(lambda: snow_statistics(request, self.monitor(feedback)), feedback)
         fields = QgsFields()
         fields.append(QgsField("band", QVariant.String))
         for name in stats.TABLE_FIELDS:

@@ -41,7 +41,7 @@ def test_dock_maps_snow_on_a_real_sample(dock, qgis_iface, tmp_path):
     dock.layer_combo.setLayer(image)
     dock.method_combo.setCurrentIndex(dock.method_combo.findData("threshold"))
     assert dock.threshold_box.isVisibleTo(dock) and not dock.lis_box.isVisibleTo(dock)
-    dock.cloud_mode.setCurrentIndex(dock.cloud_mode.findData("mask"))
+    dock.cloud_mode.setCurrentIndex(dock.cloud_mode.findData("raster"))
     dock.cloud_combo.setLayer(mask)
     dock.output_widget.setFilePath(str(tmp_path / "dock_snow.tif"))
     dock.whole_layer.setChecked(True)
@@ -66,6 +66,9 @@ def test_dock_maps_snow_on_a_real_sample(dock, qgis_iface, tmp_path):
     result = dock.last_result
     assert result.snow_percent == pytest.approx(snow_pct)
     assert "km²" in dock.result_label.text() and f"{snow_pct:.2f} %" in dock.result_label.text()
+    # the engine's messages reach the dock's log box: the product read and the result
+    log = dock.log.toPlainText().splitlines()
+    assert log[0].startswith("Sentinel-2 layout: 13-band L1C") and log[-1] == result.summary()
 
     # the screenshot: snow map over the image in the main window, with the dock
     canvas.setLayers([layer, image])
@@ -104,6 +107,9 @@ def test_dock_maps_snow_on_a_real_sample(dock, qgis_iface, tmp_path):
         assert ds.bounds.left == pytest.approx(extent.xMinimum() + 10 * col0)
         assert ds.bounds.top == pytest.approx(extent.yMaximum() - 10 * row0)
     assert "Snowline: none (no DEM)" in dock.result_label.text()
+    log = dock.log.toPlainText()
+    assert "No DEM given: the snowline and pass 2 of Let It Snow are skipped" in log
+    assert log.splitlines()[-1] == dock.last_result.summary() and "snowline none (no DEM)" in log
     del layer, renderer, image, mask
 
 

@@ -22,10 +22,16 @@ from topoclear.engine.io.warp import warp_window
 from topoclear.engine.sentinel2.reader import BandReader
 from topoclear.engine.sentinel2.bands import band_from_filename, canonical_band
 from topoclear.engine.sentinel2.locate import locate_bands
+from topoclear.engine.snow.areas import row_areas_m2
+from topoclear.engine.snow.classes import CLOUD, NO_SNOW, NODATA, SNOW
+from topoclear.engine.snow.darkclouds import block_mean
+from topoclear.engine.snow.elevation import ElevationBand, ElevationCounts, find_snowline
 from topoclear.engine.snow.indices import ndsi
-from topoclear.engine.snow.mapping import (CLOUD, NO_SNOW, NODATA, SNOW, CloudInput, ElevationBand, ElevationCounts,
-                                   SnowParameters, _block_mean, compute_ndsi, find_snowline, read_snowline_tag,
-                                   snow_map, snow_statistics)
+from topoclear.engine.snow.mapping import snow_map
+from topoclear.engine.snow.ndsi import compute_ndsi
+from topoclear.engine.snow.parameters import CloudInput, SnowParameters
+from topoclear.engine.snow.requests import NdsiRequest, Sentinel2Input, SnowMapRequest, SnowStatisticsRequest
+from topoclear.engine.snow.statistics import read_snowline_tag, snow_statistics
 
 BEN = ("bigearthnet", "BigEarthNet-S2-Example")
 FINLAND = "S2B_MSIL2A_20180204T94161_57_38"
@@ -47,6 +53,11 @@ def sen12(kind: str, name: str) -> Path:
 def read(path) -> np.ndarray:
     with rasterio.open(path) as ds:
         return ds.read(1)
+
+
+def snow_request(source, output, params=None, bounds=None, **fields) -> SnowMapRequest:
+    """The request of the snow map of the Sentinel-2 image ``source`` (within ``bounds``) into ``output``."""
+    return SnowMapRequest(Sentinel2Input(source, bounds=bounds), output, params or SnowParameters(), **fields)
 
 
 def fractions(result) -> dict:
@@ -113,7 +124,7 @@ def test_lis_snowline_and_pass2_by_hand(tmp_path):
               (1, 3): MARGINAL, (2, 0): MARGINAL, (2, 1): MARGINAL, (3, 5): MARGINAL, (6, 9): MARGINAL,
               (8, 2): BRIGHT_SNOW}
     files, z = staircase_scene(tmp_path, layout)
-    result = snow_map(files["B03"], tmp_path / "snow.tif", SnowParameters(), dem=str(files["dem"]))
+    result = snow_map(snow_request(files["B03"], tmp_path / "snow.tif", SnowParameters(), dem=str(files["dem"])))
     assert result.snowline == 1200.0
     classes = read(tmp_path / "snow.tif")
     expected_snow = {(4, 0), (4, 7), (4, 13), (8, 2), (2, 1), (3, 5), (6, 9)}
@@ -142,8 +153,8 @@ def test_lis_first_band_needs_cloud_free_fraction(tmp_path):
     layout.update({(2, 5): MARGINAL, (3, 0): MARGINAL, (3, 6): MARGINAL})
     files, _ = staircase_scene(tmp_path, layout, extra={"cloud": cloud})
     params = SnowParameters(darkcloud_scale=0)
-    result = snow_map(files["B03"], tmp_path / "snow.tif", params, dem=str(files["dem"]),
-                      cloud=CloudInput("mask", str(files["cloud"])))
+    result = snow_map(snow_request(files["B03"], tmp_path / "snow.tif", params, dem=str(files["dem"]),
+                                   cloud=CloudInput("raster", str(files["cloud"]))))
     assert result.snowline == 1300.0
     classes = read(tmp_path / "snow.tif")
     assert cell(classes, 2, 5) == NO_SNOW                  # below z_s
@@ -169,12 +180,13 @@ def test_lis_dark_cloud_release_and_back_to_cloud(tmp_path):
     cloud = np.array([[1, 1, 1, 1, 1, 1, 1, 0]], np.uint8)
     files = write_scene(tmp_path, g, r, s, cloud=cloud)
     params = SnowParameters(darkcloud_scale=0)
-    result = snow_map(files["B03"], tmp_path / "lis.tif", params, cloud=CloudInput("mask", str(files["cloud"])))
+    result = snow_map(snow_request(files["B03"], tmp_path / "lis.tif", params,
+                                   cloud=CloudInput("raster", str(files["cloud"]))))
     assert read(tmp_path / "lis.tif").tolist() == [[CLOUD, SNOW, CLOUD, NO_SNOW, NO_SNOW, CLOUD, SNOW, SNOW]]
     assert result.snowline is None
     # the single threshold method releases nothing: every masked pixel is cloud
-    snow_map(files["B03"], tmp_path / "thr.tif", SnowParameters(method="threshold"),
-             cloud=CloudInput("mask", str(files["cloud"])))
+    snow_map(snow_request(files["B03"], tmp_path / "thr.tif", SnowParameters(method="threshold"),
+                          cloud=CloudInput("raster", str(files["cloud"]))))
     assert read(tmp_path / "thr.tif").tolist() == [[CLOUD] * 7 + [SNOW]]
 
 
@@ -183,7 +195,7 @@ def test_lis_scl_shadow_and_cirrus_never_released(tmp_path):
     g, r, s = (np.full((1, 5), dark_snow[i]) for i in range(3))
     scl = np.array([[3, 10, 8, 9, 0]], np.uint8)  # shadow, cirrus, cloud medium, cloud high, no data
     files = write_scene(tmp_path, g, r, s, scl=scl)
-    result = snow_map(files["B03"], tmp_path / "snow.tif", SnowParameters(darkcloud_scale=0))
+    result = snow_map(snow_request(files["B03"], tmp_path / "snow.tif", SnowParameters(darkcloud_scale=0)))
     assert "SCL" in " ".join(result.messages)  # found beside the bands (auto)
     assert read(tmp_path / "snow.tif").tolist() == [[CLOUD, CLOUD, SNOW, SNOW, NODATA]]
 
@@ -192,10 +204,10 @@ def test_dark_cloud_red_is_a_block_mean():
     red = np.full((24, 48), 0.2, np.float32)
     red[:12, :12] = 0.5
     red[0, 0] = np.nan
-    mean = _block_mean(red, 12)
+    mean = block_mean(red, 12)
     assert mean.shape == red.shape
     assert np.allclose(mean[:12, :12], 0.5) and np.allclose(mean[12:, :], 0.2) and np.allclose(mean[:12, 12:], 0.2)
-    partial = _block_mean(np.ones((5, 7), np.float32), 4)
+    partial = block_mean(np.ones((5, 7), np.float32), 4)
     assert partial.shape == (5, 7) and np.allclose(partial, 1.0)
 
 
@@ -208,7 +220,8 @@ def test_lis_dark_cloud_block_at_240m(tmp_path):
     cloud = np.zeros((24, 48), np.uint8)
     cloud[5, 5] = cloud[5, 30] = 1
     files = write_scene(tmp_path, g, r, s, cloud=cloud, pixel=10.0)
-    snow_map(files["B03"], tmp_path / "snow.tif", SnowParameters(), cloud=CloudInput("mask", str(files["cloud"])))
+    snow_map(snow_request(files["B03"], tmp_path / "snow.tif", SnowParameters(),
+                          cloud=CloudInput("raster", str(files["cloud"]))))
     classes = read(tmp_path / "snow.tif")
     assert classes[5, 5] == SNOW and classes[5, 30] == CLOUD
 
@@ -222,13 +235,13 @@ def test_lis_no_snowline_when_snow_too_scarce(tmp_path):
     g, r, s = (np.full((rows, cols), MARGINAL[i]) for i in range(3))
     g[0, 0], r[0, 0], s[0, 0] = BRIGHT_SNOW
     files = write_scene(tmp_path, g, r, s, dem=z)
-    result = snow_map(files["B03"], tmp_path / "snow.tif", SnowParameters(), dem=str(files["dem"]))
+    result = snow_map(snow_request(files["B03"], tmp_path / "snow.tif", SnowParameters(), dem=str(files["dem"])))
     assert result.snowline is None and result.counts[SNOW] == 1
     assert "not above" in result.snowline_note
     # with the total-fraction gate lowered, band [3000, 3100) (band 20 from 1000 m) qualifies:
     # z_s = lower edge of band 18 = 2800 m; the marginal pixel at 3000 m becomes snow, those at 1000 m not
-    result = snow_map(files["B03"], tmp_path / "snow2.tif", SnowParameters(fsnow_total_lim=0.0001),
-                      dem=str(files["dem"]))
+    result = snow_map(snow_request(files["B03"], tmp_path / "snow2.tif", SnowParameters(fsnow_total_lim=0.0001),
+                                   dem=str(files["dem"])))
     assert result.snowline == 2800.0 and result.counts[SNOW] == 2
 
 
@@ -269,11 +282,12 @@ def test_lis_result_independent_of_window_size(tmp_path):
     g, r, s = (np.clip(a, 0.01, 1) for a in (g, r, s))
     cloud = (rng.random((rows, cols)) < 0.15).astype(np.uint8)
     files = write_scene(tmp_path, g, r, s, dem=z, cloud=cloud, pixel=20.0)
-    kwargs = dict(dem=str(files["dem"]), cloud=CloudInput("mask", str(files["cloud"])),
+    kwargs = dict(dem=str(files["dem"]), cloud=CloudInput("raster", str(files["cloud"])),
                   params=SnowParameters(darkcloud_scale=60.0))  # 3 x 3 blocks
-    whole = snow_map(files["B03"], tmp_path / "whole.tif", fsc_output=str(tmp_path / "whole_fsc.tif"), **kwargs)
-    strips = snow_map(files["B03"], tmp_path / "strips.tif", fsc_output=str(tmp_path / "strips_fsc.tif"),
-                      window_rows=7, **kwargs)  # 7-row windows cut through the 3 x 3 dark-cloud blocks
+    whole = snow_map(snow_request(files["B03"], tmp_path / "whole.tif", fsc_output=str(tmp_path / "whole_fsc.tif"),
+                                  **kwargs))
+    strips = snow_map(snow_request(files["B03"], tmp_path / "strips.tif", fsc_output=str(tmp_path / "strips_fsc.tif"),
+                                   window_rows=7, **kwargs))  # 7-row windows cut through the 3 x 3 dark-cloud blocks
     assert whole.snowline is not None and whole.snowline == strips.snowline
     assert np.array_equal(read(tmp_path / "whole.tif"), read(tmp_path / "strips.tif"))
     assert np.array_equal(read(tmp_path / "whole_fsc.tif"), read(tmp_path / "strips_fsc.tif"))
@@ -306,8 +320,8 @@ def test_dem_in_another_crs_and_resolution(tmp_path):
     with rasterio.open(geo_dem, "w", driver="GTiff", width=gw, height=gh, count=1, dtype="float32", crs=geo,
                        transform=from_origin(w, n, *step), nodata=-9999.0) as ds:
         ds.write(values, 1)
-    on_grid = snow_map(files["B03"], tmp_path / "a.tif", SnowParameters(), dem=str(utm_dem))
-    warped = snow_map(files["B03"], tmp_path / "b.tif", SnowParameters(), dem=str(geo_dem))
+    on_grid = snow_map(snow_request(files["B03"], tmp_path / "a.tif", SnowParameters(), dem=str(utm_dem)))
+    warped = snow_map(snow_request(files["B03"], tmp_path / "b.tif", SnowParameters(), dem=str(geo_dem)))
     assert on_grid.snowline == 1252.0  # lowest elevation 1052.5 -> bands from 1052; band 4 -> band 2
     assert abs(warped.snowline - on_grid.snowline) <= 1.0
     assert np.array_equal(read(tmp_path / "a.tif"), read(tmp_path / "b.tif"))
@@ -318,7 +332,7 @@ def test_dem_that_does_not_overlap_is_an_error(tmp_path):
     files, z = staircase_scene(tmp_path, {})
     far = write_band(tmp_path / "far_dem.tif", z, 20.0, "float32", origin=(900000.0, 1000000.0))
     with pytest.raises(InputError, match="DEM .* does not overlap"):
-        snow_map(files["B03"], tmp_path / "snow.tif", SnowParameters(), dem=str(far))
+        snow_map(snow_request(files["B03"], tmp_path / "snow.tif", SnowParameters(), dem=str(far)))
     assert not (tmp_path / "snow.tif").exists()
 
 
@@ -326,16 +340,16 @@ def test_extent_bounds_and_cancel(tmp_path):
     files, _ = staircase_scene(tmp_path, {(4, 0): BRIGHT_SNOW})
     grid = Grid.of(rasterio.open(files["B03"]))
     left, bottom, right, top = grid.bounds
-    result = snow_map(files["B03"], tmp_path / "part.tif", SnowParameters(method="threshold"),
-                      bounds=(left, bottom, left + 100.0, bottom + 100.0))
+    result = snow_map(snow_request(files["B03"], tmp_path / "part.tif", SnowParameters(method="threshold"),
+                                   bounds=(left, bottom, left + 100.0, bottom + 100.0)))
     with rasterio.open(tmp_path / "part.tif") as ds:
         assert (ds.width, ds.height) == (5, 5) and ds.bounds.left == left and ds.bounds.bottom == bottom
     assert result.counts[SNOW] == 1  # rows k = 0..4, columns 0..4: holds the snow pixel (4, 0)
     with pytest.raises(InputError, match="does not overlap the image"):
-        snow_map(files["B03"], tmp_path / "x.tif", bounds=(0, 0, 10, 10))
+        snow_map(snow_request(files["B03"], tmp_path / "x.tif", bounds=(0, 0, 10, 10)))
     with pytest.raises(Cancelled):
-        snow_map(files["B03"], tmp_path / "cancel.tif", dem=str(files["dem"]),
-                 monitor=Monitor(is_cancelled=lambda: True))
+        snow_map(snow_request(files["B03"], tmp_path / "cancel.tif", dem=str(files["dem"])),
+                 Monitor(is_cancelled=lambda: True))
     assert not (tmp_path / "cancel.tif").exists()
     assert not list(tmp_path.glob(".*snowcodes")) and not list(tmp_path.glob(".*partial*"))
 
@@ -348,8 +362,8 @@ def test_fsc_formulas(tmp_path):
     params = SnowParameters(method="threshold", ndsi_threshold=0.1)
     for formula, expected in (("salomonson", np.minimum(1.0, 1.45 * nd_values - 0.01)),
                               ("gascoin", 0.5 * np.tanh(2.65 * nd_values - 1.42) + 0.5)):
-        snow_map(files["B03"], tmp_path / "s.tif", params, fsc_output=str(tmp_path / f"{formula}.tif"),
-                 fsc_formula=formula)
+        snow_map(snow_request(files["B03"], tmp_path / "s.tif", params, fsc_output=str(tmp_path / f"{formula}.tif"),
+                              fsc_formula=formula))
         assert np.allclose(read(tmp_path / f"{formula}.tif")[0], expected, atol=2e-3)
 
 
@@ -422,7 +436,7 @@ def test_missing_swir_band_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match=r"missing band\(s\) SWIR1 \(B11"):
         locate_bands(folder / "T32TLR_20200101T000000_B03_10m.tif")
     with pytest.raises(InputError, match="SWIR1"):
-        compute_ndsi(folder, str(tmp_path / "n.tif"))
+        compute_ndsi(NdsiRequest(Sentinel2Input(folder), str(tmp_path / "n.tif")))
 
 
 def test_processing_baseline_offset(tmp_path):
@@ -443,7 +457,7 @@ def test_processing_baseline_offset(tmp_path):
         '</n1:General_Info></n1:Level-2A_User_Product>')
     product = locate_bands(safe)
     assert product.bands["B3"].offset == -1000.0 and "05.09" in product.radiometry
-    compute_ndsi(safe, str(tmp_path / "ndsi.tif"))
+    compute_ndsi(NdsiRequest(Sentinel2Input(safe), str(tmp_path / "ndsi.tif")))
     expected = ((green_dn - 1000) - (swir_dn - 1000)) / ((green_dn - 1000) + (swir_dn - 1000))  # 0.6, not 0.333
     assert np.allclose(read(tmp_path / "ndsi.tif"), expected, atol=1e-6)
     # ... and without the XML, the baseline in the product name applies ESA's -1000
@@ -491,12 +505,13 @@ def test_warp_window_matches_reproject(tmp_path):
 
 def test_finland_february_patch_is_snow(tmp_path):
     """BigEarthNet 57_38 (Finland, 4 Feb 2018), separate 10/20 m band files: NDSI ~0.75."""
-    _, product = compute_ndsi(ben_band(FINLAND), str(tmp_path / "ndsi.tif"))
+    _, product = compute_ndsi(NdsiRequest(Sentinel2Input(ben_band(FINLAND)), str(tmp_path / "ndsi.tif")))
     values = read(tmp_path / "ndsi.tif")
     assert values.shape == (60, 60)  # the 20 m grid of B11 (green averaged from 10 m)
     assert abs(float(np.median(values)) - 0.75) < 0.03 and values.min() > 0.4
     for method in ("lis", "threshold"):
-        result = snow_map(ben_band(FINLAND), tmp_path / f"snow_{method}.tif", SnowParameters(method=method))
+        result = snow_map(snow_request(ben_band(FINLAND), tmp_path / f"snow_{method}.tif",
+                                       SnowParameters(method=method)))
         # coniferous forest hides part of the snow from the red test (red <= 0.20): ~64 % snow
         assert 0.55 < fractions(result)[SNOW] < 0.75 and result.counts[CLOUD] == 0
         assert result.snow_area_km2 == pytest.approx(result.counts[SNOW] * 400 / 1e6)
@@ -504,17 +519,18 @@ def test_finland_february_patch_is_snow(tmp_path):
 
 @pytest.mark.parametrize("patch", SNOW_FREE_BEN)
 def test_snow_free_bigearthnet_patches(tmp_path, patch):
-    result = snow_map(ben_band(patch), tmp_path / "snow.tif", SnowParameters())
+    result = snow_map(snow_request(ben_band(patch), tmp_path / "snow.tif", SnowParameters()))
     assert fractions(result)[SNOW] < 0.005
 
 
 def test_sen12mscr_26_p100_clear_is_snow_cloudy_is_not(tmp_path):
-    clear = snow_map(sen12("s2_clear", "ROIs1158_spring_s2_26_p100"), tmp_path / "clear.tif")
-    cloudy = snow_map(sen12("s2_cloudy", "ROIs1158_spring_s2_cloudy_26_p100"), tmp_path / "cloudy.tif")
+    clear = snow_map(snow_request(sen12("s2_clear", "ROIs1158_spring_s2_26_p100"), tmp_path / "clear.tif"))
+    cloudy = snow_map(snow_request(sen12("s2_cloudy", "ROIs1158_spring_s2_cloudy_26_p100"), tmp_path / "cloudy.tif"))
     assert fractions(clear)[SNOW] > 0.99
     assert fractions(cloudy)[SNOW] < 0.005
     assert clear.snow_area_km2 == pytest.approx(256 * 256 * 100 * fractions(clear)[SNOW] / 1e6)
-    _, _ = compute_ndsi(sen12("s2_clear", "ROIs1158_spring_s2_26_p100"), str(tmp_path / "ndsi.tif"))
+    _, _ = compute_ndsi(NdsiRequest(Sentinel2Input(sen12("s2_clear", "ROIs1158_spring_s2_26_p100")),
+                                    str(tmp_path / "ndsi.tif")))
     assert float(np.median(read(tmp_path / "ndsi.tif"))) > 0.8
 
 
@@ -522,15 +538,15 @@ def test_sen12mscr_26_p100_clear_is_snow_cloudy_is_not(tmp_path):
                                   "ROIs1970_fall_s2_136_p139", "ROIs2017_winter_s2_102_p926",
                                   "ROIs1158_spring_s2_39_p500"])
 def test_snow_free_sen12mscr_patches(tmp_path, name):
-    result = snow_map(sen12("s2_clear", name), tmp_path / "snow.tif")
+    result = snow_map(snow_request(sen12("s2_clear", name), tmp_path / "snow.tif"))
     assert fractions(result)[SNOW] < 0.005
 
 
 def test_water_needs_the_red_test(tmp_path):
     """The Chile patch (135_p211) is water with NDSI ~0.93: only the red test keeps it snow-free."""
     path = sen12("s2_clear", "ROIs1868_summer_s2_135_p211")
-    with_red = snow_map(path, tmp_path / "a.tif", SnowParameters(method="threshold"))
-    without = snow_map(path, tmp_path / "b.tif", SnowParameters(method="threshold", red_threshold=None))
+    with_red = snow_map(snow_request(path, tmp_path / "a.tif", SnowParameters(method="threshold")))
+    without = snow_map(snow_request(path, tmp_path / "b.tif", SnowParameters(method="threshold", red_threshold=None)))
     assert fractions(with_red)[SNOW] == 0.0 and fractions(without)[SNOW] > 0.95
 
 
@@ -550,11 +566,11 @@ def _bright_cloud_mask(stack: Path, out: Path) -> Path:
 def test_tatarstan_cloudy_mixes_snow_and_cloud(tmp_path):
     path = sen12("s2_cloudy", "ROIs1970_fall_s2_cloudy_136_p139")
     mask = _bright_cloud_mask(path, tmp_path / "cloud.tif")
-    result = snow_map(path, tmp_path / "thr.tif", SnowParameters(method="threshold"),
-                      cloud=CloudInput("mask", str(mask)))
+    result = snow_map(snow_request(path, tmp_path / "thr.tif", SnowParameters(method="threshold"),
+                                   cloud=CloudInput("raster", str(mask))))
     f = fractions(result)
     assert 0.05 < f[SNOW] < 0.2 and 0.2 < f[CLOUD] < 0.6 and f[NO_SNOW] > 0.2
-    lis = snow_map(path, tmp_path / "lis.tif", SnowParameters(), cloud=CloudInput("mask", str(mask)))
+    lis = snow_map(snow_request(path, tmp_path / "lis.tif", SnowParameters(), cloud=CloudInput("raster", str(mask))))
     fl = fractions(lis)
     assert fl[SNOW] >= f[SNOW] and fl[CLOUD] > 0.1  # dark clouds released, bright ones kept
 
@@ -571,16 +587,16 @@ def test_tatarstan_lis_releases_snow_from_an_overdetecting_cloud_mask(tmp_path):
     cloud = masks.cloud_mask_l1c(masks.bands_from_stack(dn))
     with rasterio.open(tmp_path / "cloud.tif", "w", **profile) as dst:
         dst.write(cloud.astype(np.uint8), 1)
-    mask = CloudInput("mask", str(tmp_path / "cloud.tif"))
-    thr = fractions(snow_map(path, tmp_path / "thr.tif", SnowParameters(method="threshold"), cloud=mask))
-    lis = fractions(snow_map(path, tmp_path / "lis.tif", SnowParameters(), cloud=mask))
+    mask = CloudInput("raster", str(tmp_path / "cloud.tif"))
+    thr = fractions(snow_map(snow_request(path, tmp_path / "thr.tif", SnowParameters(method="threshold"), cloud=mask)))
+    lis = fractions(snow_map(snow_request(path, tmp_path / "lis.tif", SnowParameters(), cloud=mask)))
     assert thr[CLOUD] > 0.6 and thr[SNOW] < 0.02
     assert lis[SNOW] > 0.05 and lis[CLOUD] < thr[CLOUD]
 
 
 def test_safe_folder_with_scl(tmp_path):
     safe = data_path("sentinel2-safe", T22HBD)
-    result = snow_map(safe, tmp_path / "snow.tif", SnowParameters(method="threshold"))
+    result = snow_map(snow_request(safe, tmp_path / "snow.tif", SnowParameters(method="threshold")))
     scl = read(next(Path(safe).glob("GRANULE/*/IMG_DATA/R20m/*SCL_20m.jp2")))
     classes = read(tmp_path / "snow.tif")
     assert np.all(classes[scl == 0] == NODATA)
@@ -593,8 +609,8 @@ def test_safe_folder_with_scl(tmp_path):
 def test_statistics_table(tmp_path):
     layout = {(4, 0): BRIGHT_SNOW, (4, 7): BRIGHT_SNOW, (4, 13): BRIGHT_SNOW, (6, 9): MARGINAL}
     files, z = staircase_scene(tmp_path, layout)
-    result = snow_map(files["B03"], tmp_path / "snow.tif", SnowParameters(), dem=str(files["dem"]))
-    stats = snow_statistics(str(tmp_path / "snow.tif"), dem=str(files["dem"]))
+    result = snow_map(snow_request(files["B03"], tmp_path / "snow.tif", SnowParameters(), dem=str(files["dem"])))
+    stats = snow_statistics(SnowStatisticsRequest(str(tmp_path / "snow.tif"), dem=str(files["dem"])))
     assert stats.snow_area_km2 == pytest.approx(4 * 400 / 1e6) == pytest.approx(result.snow_area_km2)
     assert stats.snow_percent == pytest.approx(2.0) and stats.cloud_percent == 0.0
     assert stats.snowline == 1200.0 and "stored" in stats.snowline_source
@@ -609,9 +625,9 @@ def test_statistics_table(tmp_path):
     # a map without a stored snowline: derived from its own bands with the LIS rule (band 4 -> 1200)
     with rasterio.open(tmp_path / "snow.tif", "r+") as ds:
         ds.update_tags(SNOWLINE_M="")
-    assert snow_statistics(str(tmp_path / "snow.tif"), dem=str(files["dem"])).snowline == 1200.0
+    assert snow_statistics(SnowStatisticsRequest(str(tmp_path / "snow.tif"), dem=str(files["dem"]))).snowline == 1200.0
     with pytest.raises(InputError, match="not snow map classes"):
-        snow_statistics(str(files["B03"]))
+        snow_statistics(SnowStatisticsRequest(str(files["B03"])))
 
 
 def test_integer_dem_matches_float_dem(tmp_path):
@@ -622,8 +638,8 @@ def test_integer_dem_matches_float_dem(tmp_path):
     z16 = z.astype(np.int16)
     z16[10 - 1 - 7, 3] = -32768  # a nodata cell under a marginal pixel: pass 1 only -> no snow
     dem16 = write_band(tmp_path / "dem16.tif", z16, 20.0, "int16", nodata=-32768)
-    as_float = snow_map(files["B03"], tmp_path / "f.tif", SnowParameters(), dem=str(files["dem"]))
-    as_int = snow_map(files["B03"], tmp_path / "i.tif", SnowParameters(), dem=str(dem16))
+    as_float = snow_map(snow_request(files["B03"], tmp_path / "f.tif", SnowParameters(), dem=str(files["dem"])))
+    as_int = snow_map(snow_request(files["B03"], tmp_path / "i.tif", SnowParameters(), dem=str(dem16)))
     assert as_float.snowline == as_int.snowline == 1200.0
     f, i = read(tmp_path / "f.tif"), read(tmp_path / "i.tif")
     assert cell(f, 7, 3) == SNOW and cell(i, 7, 3) == NO_SNOW
@@ -648,9 +664,36 @@ def test_float_reflectance_layers_match_integer_dn(tmp_path):
     for name, values in (("B03", g), ("B04", r), ("B11", s)):
         write_band(floats / f"scene_{name}.tif", values.astype(np.float32), 20.0, "float32")
     params = SnowParameters(darkcloud_scale=100.0)  # 5 x 5 blocks
-    mask = CloudInput("mask", str(ints["cloud"]))
-    a = snow_map(ints["B03"], tmp_path / "a.tif", params, dem=str(ints["dem"]), cloud=mask)
-    b = snow_map(floats / "scene_B03.tif", tmp_path / "b.tif", params, dem=str(ints["dem"]), cloud=mask)
+    mask = CloudInput("raster", str(ints["cloud"]))
+    a = snow_map(snow_request(ints["B03"], tmp_path / "a.tif", params, dem=str(ints["dem"]), cloud=mask))
+    b = snow_map(snow_request(floats / "scene_B03.tif", tmp_path / "b.tif", params, dem=str(ints["dem"]), cloud=mask))
     assert a.snowline == b.snowline
     assert np.array_equal(read(tmp_path / "a.tif"), read(tmp_path / "b.tif"))
     assert {SNOW, NO_SNOW, CLOUD} <= set(np.unique(read(tmp_path / "a.tif")).tolist())
+
+
+def test_cloud_mask_choice_names_the_snow_methods(tmp_path):
+    """The cloud mask kinds are those of the one list of mask methods; a given raster whose file name
+    says SCL is read as SCL under "auto", any other as a mask raster."""
+    g, r, s = (np.full((1, 4), (0.40, 0.25, 0.04)[i]) for i in range(3))
+    codes = np.array([[3, 8, 1, 0]], np.uint8)  # SCL: shadow, cloud, defective, nodata; as a mask: 1 1 1 0
+    files = write_scene(tmp_path, g, r, s)
+    scl = write_band(tmp_path / "T32TLR_20200101T000000_SCL_20m.tif", codes, dtype="uint8")
+    plain = write_band(tmp_path / "clouds.tif", codes, dtype="uint8")
+    params = SnowParameters(method="threshold")
+    as_scl = snow_map(snow_request(files["B03"], tmp_path / "a.tif", params, cloud=CloudInput("auto", str(scl))))
+    as_mask = snow_map(snow_request(files["B03"], tmp_path / "b.tif", params, cloud=CloudInput("auto", str(plain))))
+    assert read(tmp_path / "a.tif").tolist() == [[CLOUD, CLOUD, SNOW, NODATA]] and as_scl.counts[NODATA] == 1
+    assert read(tmp_path / "b.tif").tolist() == [[CLOUD, CLOUD, CLOUD, SNOW]] and as_mask.counts[NODATA] == 0
+    with pytest.raises(InputError, match="'mask' is not one of auto, scl, raster, none"):
+        snow_map(snow_request(files["B03"], tmp_path / "c.tif", params, cloud=CloudInput("mask", str(plain))))
+    with pytest.raises(InputError, match="a mask raster was chosen but none was given"):
+        snow_map(snow_request(files["B03"], tmp_path / "d.tif", params, cloud=CloudInput("raster")))
+
+
+def test_row_areas_of_projected_and_geographic_grids():
+    utm = Grid(UTM, from_origin(400000, 5100000, 20, 20), 10, 10)
+    assert row_areas_m2(utm, 3, 4).tolist() == [400.0] * 4
+    geo = Grid(CRS.from_epsg(4326), from_origin(10.0, 1.0, 1.0, 1.0), 1, 2)  # rows 1..0 and 0..-1 degrees
+    areas = row_areas_m2(geo, 0, 2)
+    assert areas[0] == pytest.approx(areas[1]) and areas[0] == pytest.approx(1.2364e10, rel=1e-3)

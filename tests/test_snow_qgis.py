@@ -186,3 +186,50 @@ def test_command_line_qgis_process_snowmap(qgis_process, tmp_path):
     with open(csv_path) as handle:
         rows = list(csv.DictReader(handle))
     assert rows[-1]["band"] == "all" and int(rows[-1]["snow"]) == int(rows[-1]["total"]) - int(rows[-1]["no_snow"])
+
+
+def test_one_adapter_builds_the_snow_requests(tmp_path):
+    """Processing and the dock share one set of choices and one request builder."""
+    from topoclear.engine.errors import InputError
+    from topoclear.qgis_common.snow_choices import (CLOUD_CHOICES, LIS_FIELDS, METHOD_CHOICES, ImageChoice,
+                                                    SnowMapChoice, key_at, sentinel2_input, snow_map_request)
+
+    # the Processing enum indices keep their meaning: 0 auto, 1 SCL, 2 mask raster, 3 none
+    assert [c.key for c in CLOUD_CHOICES] == ["auto", "scl", "raster", "none"]
+    assert [c.key for c in METHOD_CHOICES] == ["lis", "threshold"] and key_at(CLOUD_CHOICES, 2) == "raster"
+    assert {f.key: f.default for f in LIS_FIELDS}["band_height"] == 100
+    image = sentinel2_input(ImageChoice(layer="stack.tif", bands={"B3": 2, "B4": 0}), ("B3", "B4", "B11"))
+    assert image.source == "stack.tif" and image.overrides == {"B3": ("stack.tif", 2)}
+    with pytest.raises(InputError, match="Choose a Sentinel-2 layer"):
+        sentinel2_input(ImageChoice(), ("B3", "B11"))
+    with pytest.raises(InputError, match=r"Green \(B3\): a band of the layer was chosen"):
+        sentinel2_input(ImageChoice(folder=None, bands={"B3": 1}, files={"B11": "swir.tif"}), ("B3", "B11"))
+
+    out = str(tmp_path / "s.tif")
+    request, notes = snow_map_request(SnowMapChoice(image, out, "threshold", {"ndsi_threshold": 0.3}, red_test=False,
+                                                    dem="dem.tif", cloud="none", cloud_raster="mask.tif"))
+    assert request.params.ndsi_threshold == 0.3 and request.params.red_threshold is None
+    assert request.dem is None and request.cloud.kind == "none" and request.cloud.path is None
+    assert len(notes) == 2 and "not used" in notes[0] and "does not use the DEM" in notes[1]
+    request, notes = snow_map_request(SnowMapChoice(image, out, values={"band_height": 50.0}, dem="dem.tif",
+                                                    cloud="raster", cloud_raster="mask.tif"))
+    assert request.params.band_height == 50 and request.dem == "dem.tif" and not notes
+    assert (request.cloud.kind, request.cloud.path) == ("raster", "mask.tif")
+    with pytest.raises(InputError, match="no raster was given"):
+        snow_map_request(SnowMapChoice(image, out, cloud="raster"))
+    with pytest.raises(InputError, match="band height 10.5"):
+        snow_map_request(SnowMapChoice(image, out, values={"band_height": 10.5}))
+
+
+def test_snowmap_cloud_mask_raster_through_processing(run_alg, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    source = sen12("s2_cloudy", "ROIs1970_fall_s2_cloudy_136_p139")
+    from test_snow_engine import _bright_cloud_mask
+
+    mask = _bright_cloud_mask(source, tmp_path / "cloud.tif")
+    masked = run_alg("topoclear:snowmap", INPUT=str(source), METHOD=1, CLOUD_SOURCE=2, CLOUD_MASK=str(mask),
+                     OUTPUT=str(tmp_path / "masked.tif"))
+    assert 20 < masked["CLOUD_PERCENT"] < 60
+    with pytest.raises(QgsProcessingException, match="no raster was given"):
+        run_alg("topoclear:snowmap", INPUT=str(source), CLOUD_SOURCE=2, OUTPUT=str(tmp_path / "x.tif"))

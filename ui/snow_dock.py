@@ -8,23 +8,33 @@ from qgis.gui import QgsCollapsibleGroupBox, QgsDoubleSpinBox, QgsRasterBandComb
 from qgis.PyQt.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QRadioButton,
                                  QVBoxLayout, QWidget)
 
-from ..engine.snow.mapping import CloudInput, SnowParameters, SnowResult, snow_map
+from ..engine.errors import InputError
+from ..engine.snow.mapping import snow_map
+from ..engine.snow.parameters import SnowParameters
+from ..engine.snow.results import SnowResult
 from ..qgis_common.layers import file_behind_layer
+from ..qgis_common.snow_choices import (CLOUD_CHOICES, LIS_FIELDS, METHOD_CHOICES, SNOW_MAP_ROLES, THRESHOLD_FIELDS,
+                                        ImageChoice, SnowMapChoice, Threshold, band_label, cloud_uses_raster,
+                                        sentinel2_input, snow_map_request, snow_parameters)
 from ..qgis_common.styles import apply_style
 from .engine_task import EngineTask
 from .task_dock import TaskDock, raster_combo
 
-CLOUD_CHOICES = [("auto", "Automatic (the product's SCL band, if found)"), ("scl", "SCL raster below"),
-                 ("mask", "Mask raster below (non-zero = cloud)"), ("none", "No cloud mask")]
 
-
-def _spin(value: float, minimum: float, maximum: float, step: float = 0.01, decimals: int = 3) -> QgsDoubleSpinBox:
+def _spin(field: Threshold):
+    """A spin box for ``field``, at its default (also its clear value)."""
+    if field.integer:
+        box = QgsSpinBox()
+        box.setRange(int(field.minimum), int(field.maximum))
+        box.setValue(int(field.default))
+        box.setClearValue(int(field.default))
+        return box
     box = QgsDoubleSpinBox()
-    box.setDecimals(decimals)
-    box.setRange(minimum, maximum)
-    box.setSingleStep(step)
-    box.setValue(value)
-    box.setClearValue(value)
+    box.setDecimals(field.decimals)
+    box.setRange(field.minimum, field.maximum)
+    box.setSingleStep(field.step)
+    box.setValue(field.default)
+    box.setClearValue(field.default)
     box.setShowClearButton(True)
     return box
 
@@ -57,8 +67,8 @@ class SnowDock(TaskDock):
         self.dem_combo = raster_combo(True)
         inputs.addRow("DEM (snowline)", self.dem_combo)
         self.cloud_mode = QComboBox()
-        for key, label in CLOUD_CHOICES:
-            self.cloud_mode.addItem(label, key)
+        for choice in CLOUD_CHOICES:
+            self.cloud_mode.addItem(choice.label, choice.key)
         inputs.addRow("Cloud mask", self.cloud_mode)
         self.cloud_combo = raster_combo(True)
         inputs.addRow("Cloud raster", self.cloud_combo)
@@ -68,53 +78,14 @@ class SnowDock(TaskDock):
         bands.setCollapsed(True)
         band_form = QFormLayout(bands)
         self.band_combos = {}
-        for name, label in (("B3", "Green (B3)"), ("B4", "Red (B4)"), ("B11", "SWIR1 (B11)")):
+        for name in SNOW_MAP_ROLES:
             combo = QgsRasterBandComboBox()
             combo.setShowNotSetOption(True, "automatic")
             combo.setBand(-1)
-            band_form.addRow(label, combo)
+            band_form.addRow(band_label(name), combo)
             self.band_combos[name] = combo
         layout.addWidget(bands)
-
-        method = QFormLayout()
-        self.method_combo = QComboBox()
-        self.method_combo.addItem("Let It Snow (two passes, DEM snowline)", "lis")
-        self.method_combo.addItem("Single NDSI threshold", "threshold")
-        method.addRow("Method", self.method_combo)
-        layout.addLayout(method)
-
-        self.threshold_box = QgsCollapsibleGroupBox("Single threshold")
-        form = QFormLayout(self.threshold_box)
-        self.ndsi_threshold = _spin(0.40, -1.0, 1.0)
-        self.red_test = QCheckBox("require red above")
-        self.red_test.setChecked(True)
-        self.red_threshold = _spin(0.20, 0.0, 2.0)
-        form.addRow("NDSI above", self.ndsi_threshold)
-        form.addRow(self.red_test, self.red_threshold)
-        layout.addWidget(self.threshold_box)
-
-        self.lis_box = QgsCollapsibleGroupBox("Let It Snow thresholds (operational defaults)")
-        form = QFormLayout(self.lis_box)
-        self.lis_spins = {
-            "ndsi_pass1": _spin(0.40, -1.0, 1.0), "red_pass1": _spin(0.20, 0.0, 2.0),
-            "ndsi_pass2": _spin(0.15, -1.0, 1.0), "red_pass2": _spin(0.04, 0.0, 2.0),
-            "fsnow_lim": _spin(0.10, 0.0, 1.0), "fclear_lim": _spin(0.10, 0.0, 1.0),
-            "fsnow_total_lim": _spin(0.001, 0.0, 1.0, 0.001, 4), "red_darkcloud": _spin(0.30, 0.0, 2.0),
-            "darkcloud_scale": _spin(240.0, 0.0, 100000.0, 20.0, 0), "red_backtocloud": _spin(0.10, 0.0, 2.0)}
-        labels = {"ndsi_pass1": "Pass 1: NDSI above", "red_pass1": "Pass 1: red above",
-                  "ndsi_pass2": "Pass 2: NDSI above", "red_pass2": "Pass 2: red above",
-                  "fsnow_lim": "Snowline: band snow fraction above", "fclear_lim": "Snowline: band cloud-free above",
-                  "fsnow_total_lim": "Snowline: scene snow fraction above",
-                  "red_darkcloud": "Dark cloud: mean red below", "darkcloud_scale": "Dark cloud: block (m)",
-                  "red_backtocloud": "Back to cloud: red above"}
-        for key, box in self.lis_spins.items():
-            form.addRow(labels[key], box)
-        self.band_height = QgsSpinBox()
-        self.band_height.setRange(1, 10000)
-        self.band_height.setValue(100)
-        self.band_height.setClearValue(100)
-        form.addRow("Elevation band (m)", self.band_height)
-        layout.addWidget(self.lis_box)
+        self._build_method(layout)
 
         where = QHBoxLayout()
         self.extent_group = QButtonGroup(self)
@@ -140,6 +111,35 @@ class SnowDock(TaskDock):
         self._method_changed()
         self._cloud_changed()
 
+    def _build_method(self, layout: QVBoxLayout) -> None:
+        """The method menu and each method's thresholds (one group shown at a time)."""
+        method = QFormLayout()
+        self.method_combo = QComboBox()
+        for choice in METHOD_CHOICES:
+            self.method_combo.addItem(choice.label, choice.key)
+        method.addRow("Method", self.method_combo)
+        layout.addLayout(method)
+
+        self.threshold_box = QgsCollapsibleGroupBox("Single threshold")
+        form = QFormLayout(self.threshold_box)
+        ndsi, red = THRESHOLD_FIELDS
+        self.ndsi_threshold = _spin(ndsi)
+        self.red_test = QCheckBox(red.short_label)
+        self.red_test.setChecked(True)
+        self.red_threshold = _spin(red)
+        form.addRow(ndsi.short_label, self.ndsi_threshold)
+        form.addRow(self.red_test, self.red_threshold)
+        layout.addWidget(self.threshold_box)
+
+        self.lis_box = QgsCollapsibleGroupBox("Let It Snow thresholds (operational defaults)")
+        form = QFormLayout(self.lis_box)
+        self.lis_spins = {}
+        for field in LIS_FIELDS:
+            self.lis_spins[field.key] = _spin(field)
+            form.addRow(field.short_label, self.lis_spins[field.key])
+        self.band_height = self.lis_spins["band_height"]
+        layout.addWidget(self.lis_box)
+
     def _layer_changed(self, layer) -> None:
         for combo in self.band_combos.values():
             combo.setLayer(layer)
@@ -152,22 +152,39 @@ class SnowDock(TaskDock):
         self.dem_combo.setEnabled(lis)
 
     def _cloud_changed(self, *_) -> None:
-        self.cloud_combo.setEnabled(self.cloud_mode.currentData() in ("scl", "mask", "auto"))
+        self.cloud_combo.setEnabled(cloud_uses_raster(self.cloud_mode.currentData()))
 
     # -- running ------------------------------------------------------------------------------------
 
-    def parameters(self) -> SnowParameters:
-        if self.method_combo.currentData() == "threshold":
-            return SnowParameters(method="threshold", ndsi_threshold=self.ndsi_threshold.value(),
-                                  red_threshold=self.red_threshold.value() if self.red_test.isChecked() else None)
+    def threshold_values(self):
+        """The thresholds as set: :class:`~topoclear.qgis_common.snow_choices.Threshold` key -> value."""
         values = {key: box.value() for key, box in self.lis_spins.items()}
-        return SnowParameters(method="lis", band_height=self.band_height.value(), **values)
+        values.update(ndsi_threshold=self.ndsi_threshold.value(), red_threshold=self.red_threshold.value())
+        return values
+
+    def parameters(self) -> SnowParameters:
+        return snow_parameters(self.method_combo.currentData(), self.threshold_values(), self.red_test.isChecked())
 
     def _canvas_bounds(self, layer):
         canvas = self.iface.mapCanvas()
         transform = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), layer.crs(), QgsProject.instance())
         rect = transform.transformBoundingBox(canvas.extent())
         return rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()
+
+    def choice(self, layer) -> SnowMapChoice:
+        """What the widgets ask for, as the snow tools' shared choice (:class:`ValueError` for a layer
+        that is not a GDAL raster)."""
+        source = file_behind_layer(layer, "Sentinel-2 layer")
+        bands = {name: combo.currentBand() for name, combo in self.band_combos.items()}
+        bounds = self._canvas_bounds(layer) if self.canvas_extent.isChecked() else None
+        method, cloud = self.method_combo.currentData(), self.cloud_mode.currentData()
+        dem_layer = self.dem_combo.currentLayer() if method == "lis" else None  # the combo is off otherwise
+        cloud_layer = self.cloud_combo.currentLayer() if cloud_uses_raster(cloud) else None
+        return SnowMapChoice(
+            image=sentinel2_input(ImageChoice(layer=source, bands=bands, bounds=bounds), SNOW_MAP_ROLES),
+            output=self.output_path(), method=method, values=self.threshold_values(),
+            red_test=self.red_test.isChecked(), dem=file_behind_layer(dem_layer, "DEM"), cloud=cloud,
+            cloud_raster=file_behind_layer(cloud_layer, "Cloud mask"), window_rows=self._window_rows)
 
     def run(self) -> None:
         if self._task is not None:
@@ -176,27 +193,15 @@ class SnowDock(TaskDock):
         try:
             if layer is None:
                 raise ValueError("Choose a Sentinel-2 layer first")
-            source = file_behind_layer(layer, "Sentinel-2 layer")
-            overrides = {name: (source, combo.currentBand()) for name, combo in self.band_combos.items()
-                         if combo.currentBand() > 0}
-            params = self.parameters()
-            dem_layer = self.dem_combo.currentLayer() if params.method == "lis" else None
-            dem = file_behind_layer(dem_layer, "DEM")
-            mode = self.cloud_mode.currentData()
-            cloud_layer = self.cloud_combo.currentLayer() if mode != "none" else None
-            if mode == "mask" and cloud_layer is None:
-                raise ValueError("Choose the cloud mask raster (or another cloud mask option)")
-            cloud = CloudInput(mode, file_behind_layer(cloud_layer, "Cloud mask"))
-            bounds = self._canvas_bounds(layer) if self.canvas_extent.isChecked() else None
-        except ValueError as exc:
+            request, notes = snow_map_request(self.choice(layer))
+        except (ValueError, InputError) as exc:
             self.show_result(False, str(exc))
             return
-        output = self.output_path()
-        kwargs = dict(source=source, output=output, params=params, dem=dem, cloud=cloud,
-                      overrides=overrides or None, bounds=bounds, window_rows=self._window_rows)
         self._layer_name = f"Snow map - {layer.name()}"
-        self.start(EngineTask(f"Snow map of {layer.name()}", lambda monitor: snow_map(monitor=monitor, **kwargs),
+        self.start(EngineTask(f"Snow map of {layer.name()}", lambda monitor: snow_map(request, monitor),
                               self._done))
+        for note in notes:
+            self.log_message(note)
 
     def _done(self, ok: bool, result: Optional[SnowResult], error: Optional[str], messages: List[str]) -> None:
         if not self.task_done(ok and result is not None):
