@@ -8,8 +8,9 @@ from qgis.core import (QgsProcessingException, QgsProcessingOutputFile, QgsProce
                        QgsProcessingParameterFolderDestination, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString)
 
-from ..engine.training.dataset_builder import (BuildOptions, SceneInputs, add_missing_masks, build_dataset,
-                                      load_scene_list)
+from ..engine.training.builder_inputs import BuildOptions, SceneInputs
+from ..engine.training.dataset_builder import build_dataset
+from ..engine.training.scene_list import add_missing_masks, load_scene_list
 from .base import TopoClearAlgorithm
 
 OPTIONAL_RASTERS = (

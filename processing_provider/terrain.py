@@ -7,7 +7,7 @@ from qgis.core import (QgsProcessingException, QgsProcessingParameterBand, QgsPr
 
 from ..engine.sentinel2.metadata import SunAngles, read_sun_angles
 from ..engine.terrain.derivatives import DEFAULT_SUN, EDGE_MODES, SLOPE_UNITS, TerrainOptions, compute_terrain
-from ..engine.terrain.stack import RESAMPLING, terrain_stack
+from ..engine.terrain.stack import RESAMPLING_METHODS, terrain_stack
 from .base import TopoClearAlgorithm
 
 EDGE_HELP = (
@@ -20,7 +20,7 @@ EDGE_HELP = (
     "elevations (use it when elevation units differ from metres). The DEM is processed in windows, "
     "so rasters of any size work with little memory.</p>"
 )
-RESAMPLING_NAMES = list(RESAMPLING)
+RESAMPLING_NAMES = list(RESAMPLING_METHODS)
 EDGE_LABELS = ["QGIS-like: one-sided differences at edges and beside nodata",
                "GDAL-like: nodata where the 3x3 window is incomplete"]
 

@@ -8,18 +8,21 @@ One command::
 writes 256 x 256 patch stacks and ``manifest.json`` (the format the training engine reads) from
 three kinds of data, each named as what it is in the manifest's ``source``:
 
-1. ``real SEN12MS-CR pair``: the 6 real cloudy / clear Level-1C pairs of SEN12MS-CR
-   (``../shared/data/sen12ms-cr``; 13 bands; cloudy and clear from different dates of one
-   season). Cloud and shadow masks are computed from the cloudy image with the plugin's own
-   detectors (DSen2-CR cloud score, Zhai shadow test: :mod:`topoclear.engine.clouds.masks.rules`). The pair
-   ``26_p100`` is marked ``exclude``: its clear image is snow-covered and its cloudy one
-   snow-free, a land-cover change that no cloud removal can (or should) learn. CRT-UNet keeps
-   land only: patches with more than 10 % open water are left out, which removes ``31_p100``
-   and ``135_p211`` (open water). The three remaining land pairs are split like everything else
-   (``--real-pairs-split auto``: one each in train, validation and test with the default seed),
-   or all held out for evaluation (``--real-pairs-split test``; their synthetic-cloud versions,
-   same ground, then go to test as well).
-2. ``synthetic clouds on a real clear image``: the 6 clear SEN12MS-CR images and the clear
+1. ``real SEN12MS-CR pair``: every real cloudy / clear Level-1C pair of SEN12MS-CR
+   (``../shared/data/sen12ms-cr``, 27 today; 13 bands; cloudy and clear from different dates of
+   one season). Cloud and shadow masks are computed from the cloudy image with the plugin's own
+   detectors (DSen2-CR cloud score, Zhai shadow test: :mod:`topoclear.engine.clouds.masks.rules`). The
+   pairs of scene ``26`` (``26_p100``, ``26_p500``, ``26_p840``) are marked ``exclude``: their
+   clear date is snow-covered and their cloudy one snow-free, a land-cover change that no cloud
+   removal can (or should) learn. CRT-UNet keeps land only: patches with more than 10 % open
+   water are left out, which removes the 15 pairs that are open water (``31_p100``,
+   ``100_p100``, ``101_p100`` and the 12 coastal patches of scene ``135``). The 9 remaining
+   land pairs are split like everything else (``--real-pairs-split auto``: 7 train, 1
+   validation, 1 test with the default seed), or all held out for evaluation
+   (``--real-pairs-split test``; their synthetic-cloud versions, same ground, then go to test
+   as well). The split is by ground (spatial blocks), so patches of one scene that do not
+   overlap can land in different splits.
+2. ``synthetic clouds on a real clear image``: every clear SEN12MS-CR image and the clear
    SEN12MS-CR-TS date 2018-05-31 (Rome; the 2018-01-06 image holds cirrus, B10 ~ 0.07, and is
    left out), each with ``--draws`` independent synthetic cloud fields
    (:mod:`topoclear.engine.training.synthetic_clouds`: fractal thickness, alpha blending towards a
@@ -58,19 +61,22 @@ from pathlib import Path
 
 import numpy as np
 
-from topoclear.engine.training.dataset_builder import BuildOptions, SceneInputs, build_dataset, split_overlaps
-from topoclear.engine.training.patches import write_cloud_shadow_masks
 from topoclear.engine.progress import Monitor
-from topoclear.models.bands import S2_BANDS_L1C
-from topoclear.engine.training.semisynthetic import (SemiSyntheticConfig, default_data_root, generate_scene,
-                                            load_spectral_library)
+from topoclear.engine.training.builder_inputs import BuildOptions, SceneInputs
+from topoclear.engine.training.cloud_shadow_masks import write_cloud_shadow_masks
+from topoclear.engine.training.dataset_builder import build_dataset
+from topoclear.engine.training.sample_data import SNOW_CHANGE_SCENE, default_data_root, sen12mscr_pair_key, \
+    sen12mscr_scene
+from topoclear.engine.training.semisynthetic import SemiSyntheticConfig, generate_scene
+from topoclear.engine.training.spectral_library import load_spectral_library
+from topoclear.engine.training.split_assignment import split_overlaps
 from topoclear.engine.training.synthetic_clouds import CloudParameters, write_synthetic_pair
+from topoclear.models.bands import S2_BANDS_L1C
 
 REAL = "real SEN12MS-CR pair"
 SYNTHETIC = "synthetic clouds on a real clear image"
 SEMISYNTHETIC = "semi-synthetic terrain-aware scene"
 REPO = Path(__file__).resolve().parents[1]
-SNOW_CHANGE_PAIR = "26_p100"
 TS_CLEAR_DATE = "2018-05-31"
 #: Most open water a real-image patch may hold (CRT-UNet: land only; small rivers and ponds pass).
 MAX_WATER = 0.10
@@ -91,15 +97,10 @@ VARIANTS = (
 )
 
 
-def scene_key(path: Path) -> str:
-    """``ROIs1158_spring_s2_cloudy_26_p100.tif`` -> ``26_p100``."""
-    return "_".join(path.stem.split("_")[-2:])
-
-
 def real_pairs(data: Path, work: Path, log, split: str = "auto") -> list:
     cr = data / "sen12ms-cr"
-    clear = {scene_key(p): p for p in sorted((cr / "s2_clear").glob("*.tif"))}
-    cloudy = {scene_key(p): p for p in sorted((cr / "s2_cloudy").glob("*.tif"))}
+    clear = {sen12mscr_pair_key(p.name): p for p in sorted((cr / "s2_clear").glob("*.tif"))}
+    cloudy = {sen12mscr_pair_key(p.name): p for p in sorted((cr / "s2_cloudy").glob("*.tif"))}
     out = []
     (work / "real").mkdir(parents=True, exist_ok=True)
     for key in sorted(set(clear) & set(cloudy)):
@@ -107,7 +108,8 @@ def real_pairs(data: Path, work: Path, log, split: str = "auto") -> list:
         if not (cm.exists() and sm.exists()):
             fc, fs = write_cloud_shadow_masks(str(cloudy[key]), S2_BANDS_L1C, cm, sm)
             log(f"  real pair {key}: masks cloud {100 * fc:.1f} %, shadow {100 * fs:.1f} %")
-        change = key == SNOW_CHANGE_PAIR
+        scene = sen12mscr_scene(cloudy[key].name)
+        change = scene == SNOW_CHANGE_SCENE
         out.append(SceneInputs(
             name=f"real_{key}", cloudy=str(cloudy[key]), target=str(clear[key]), cloud_mask=str(cm),
             shadow_mask=str(sm), group=f"sen12mscr_{key}", source=REAL,
@@ -119,7 +121,8 @@ def real_pairs(data: Path, work: Path, log, split: str = "auto") -> list:
 
 
 def synthetic_pairs(data: Path, work: Path, draws: int, seed: int, log) -> list:
-    images = [(f"sen12mscr_{scene_key(p)}", p) for p in sorted((data / "sen12ms-cr" / "s2_clear").glob("*.tif"))]
+    images = [(f"sen12mscr_{sen12mscr_pair_key(p.name)}", p)
+              for p in sorted((data / "sen12ms-cr" / "s2_clear").glob("*.tif"))]
     images += [(f"ts_rome_{TS_CLEAR_DATE}", p) for p in sorted((data / "sen12ms-cr-ts").glob(f"*{TS_CLEAR_DATE}*.tif"))]
     folder = work / "synthetic"
     folder.mkdir(parents=True, exist_ok=True)

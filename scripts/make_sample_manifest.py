@@ -6,7 +6,7 @@ Writes ``sen12mscr.json`` (real SEN12MS-CR cloudy/clear Level-1C pairs with DSen
 clear images with synthetic clouds and shadows) and ``bigearthnet.json`` (clear Level-2A
 BigEarthNet patches with synthetic clouds and their real Sentinel-1) into the cache folder,
 with the derived rasters (masks, synthetic cloudy images, band stacks). The sample data itself
-is only read. See ``topoclear.engine.training.patches.build_sample_manifests``.
+is only read. See ``topoclear.engine.training.sample_manifests.build_sample_manifests``.
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def main(argv=None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="recompute derived rasters that already exist")
     args = parser.parse_args(argv)
 
-    from topoclear.engine.training.patches import build_sample_manifests, load_manifest
+    from topoclear.engine.training.manifest import load_manifest
+    from topoclear.engine.training.sample_manifests import build_sample_manifests
 
     if not args.data.is_dir():
         print(f"sample data not found: {args.data}", file=sys.stderr)

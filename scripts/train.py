@@ -6,7 +6,7 @@
         --patch-size 64 --epochs 3 --output build/dsen2cr.safetensors
 
 ``--manifest`` takes a manifest (.json / .csv) or a folder (see
-``topoclear.engine.training.patches``). ``--sample-data sen12mscr|bigearthnet`` builds a manifest
+``topoclear.engine.training.manifest``). ``--sample-data sen12mscr|bigearthnet`` builds a manifest
 over the real sample data in ``../shared/data`` first (cached in ``build/training-samples``).
 Hyper-parameters left out take the model's paper values. The weights (.safetensors) and the
 model card (.json) are written to ``--output``; checkpoints go to ``--checkpoints`` (default:
@@ -64,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from topoclear.engine.errors import TopoClearError
-    from topoclear.engine.training.patches import build_sample_manifests
+    from topoclear.engine.training.sample_manifests import build_sample_manifests
     from topoclear.engine.progress import Monitor
     from topoclear.engine.training.loop import TrainConfig, train
 

@@ -31,11 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "build" / "plugins"))
 
 from topoclear.engine.checkpoints import read_card, save_model  # noqa: E402
-from topoclear.engine.training.patches import load_manifest  # noqa: E402
 from topoclear.engine.progress import Monitor  # noqa: E402
-from topoclear.models.bands import S2_BANDS_10_20M  # noqa: E402
-from topoclear.engine.training.loop import TrainConfig, paper_defaults, train  # noqa: E402
-from topoclear.models.bands import S1_BANDS, TERRAIN_BANDS  # noqa: E402
+from topoclear.engine.training.loop import TrainConfig, train  # noqa: E402
+from topoclear.engine.training.manifest import load_manifest  # noqa: E402
+from topoclear.engine.training.training_config import paper_defaults  # noqa: E402
+from topoclear.models.bands import S1_BANDS, S2_BANDS_10_20M, TERRAIN_BANDS  # noqa: E402
 
 #: UNet / CRT-UNet of the shipped weights: the paper's widths (32, 64, 128, 256, 512, 616) / 4, and
 #: a prediction added to the cloudy input (``residual``), which starts from the identity and

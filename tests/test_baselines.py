@@ -7,7 +7,8 @@ import rasterio
 
 from conftest import data_path
 from topoclear.engine.training.baselines import BASELINES, EvalSample, evaluate_baselines, identity, inpaint
-from topoclear.engine.training.dataset_builder import BuildOptions, SceneInputs, build_dataset
+from topoclear.engine.training.builder_inputs import BuildOptions, SceneInputs
+from topoclear.engine.training.dataset_builder import build_dataset
 from topoclear.models.bands import S2_BANDS_L1C, S2_BANDS_10_20M
 from topoclear.engine.training.synthetic_clouds import add_synthetic_clouds, write_synthetic_pair
 

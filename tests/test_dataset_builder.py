@@ -9,12 +9,16 @@ import rasterio
 from rasterio.transform import from_origin
 
 from conftest import data_path
-from topoclear.engine.training.dataset_builder import (BuildOptions, SceneInputs, assign_splits, build_dataset,
-                                              load_scene_list, split_overlaps)
 from topoclear.engine.errors import InputError
-from topoclear.engine.training.patches import PatchDataset, load_manifest
+from topoclear.engine.training.builder_inputs import BuildOptions, SceneInputs
+from topoclear.engine.training.dataset_builder import build_dataset
+from topoclear.engine.training.manifest import load_manifest
+from topoclear.engine.training.patch_dataset import PatchDataset
+from topoclear.engine.training.scene_list import load_scene_list
+from topoclear.engine.training.split_assignment import assign_splits, split_overlaps
+from topoclear.models.bands import S2_BANDS_10_20M
 
-BANDS = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
+BANDS = S2_BANDS_10_20M
 
 
 def write(path, data, transform, crs="EPSG:32611", nodata=None, descriptions=None):

@@ -12,13 +12,17 @@ from rasterio.windows import Window
 
 from conftest import SHARED_DATA, data_path
 from topoclear.engine.errors import InputError
-from topoclear.models.bands import S2_BANDS_L1C
+from topoclear.models.bands import S2_BANDS_10_20M, S2_BANDS_L1C
 from topoclear.engine.clouds.masks.rules import bands_from_stack, cloud_shadow_masks_l1c
-from topoclear.engine.training.patches import (PatchDataset, StackRef, augment, build_sample_manifests, load_manifest,
-                                            read_stack, reference_grid, write_cloud_shadow_masks)
+from topoclear.engine.training.cloud_shadow_masks import write_cloud_shadow_masks
+from topoclear.engine.training.manifest import StackRef, load_manifest
+from topoclear.engine.training.patch_dataset import PatchDataset, augment
+from topoclear.engine.training.sample_data import sen12mscr_pair_key, sen12mscr_scene
+from topoclear.engine.training.sample_manifests import SEN12MSCR_VAL_SCENE, build_sample_manifests
+from topoclear.engine.training.sample_stacks import read_stack, reference_grid
 from topoclear.models.scaling import scale_s2
 
-TEN = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
+TEN = S2_BANDS_10_20M
 CR = "sen12ms-cr"
 
 
@@ -42,17 +46,35 @@ def write(path, data, transform=from_origin(500000, 4000000, 10, 10), crs="EPSG:
 # ---------------------------------------------------------------------------------------------- manifests
 def test_sample_manifests_real_pairs_synthetic_pairs_and_splits(manifests):
     cr = load_manifest(manifests["sen12mscr"])
-    by_id = {s.id: s for s in cr.samples}
+    clear = sorted((SHARED_DATA / CR / "s2_clear").glob("*.tif"))
+    cloudy = sorted((SHARED_DATA / CR / "s2_cloudy").glob("*.tif"))
+    pairs = {sen12mscr_pair_key(p.name) for p in clear} & {sen12mscr_pair_key(p.name) for p in cloudy}
     real = [s for s in cr.samples if s.id.startswith("real_")]
     synthetic = [s for s in cr.samples if s.id.startswith("synthetic_")]
-    assert len(real) == 6 and len(synthetic) == 8
-    assert by_id["real_26_p100"].split == "exclude"  # snow on the clear date only
-    assert {s.id for s in cr.split("val")} == {"real_39_p500", "synthetic_39_p500"}
+    # every real pair of the data once, and synthetic clouds on every clear image plus the two Rome dates
+    assert sorted(s.id for s in real) == sorted(f"real_{k}" for k in pairs)
+    assert sorted(s.id for s in synthetic) == sorted([f"synthetic_{sen12mscr_pair_key(p.name)}" for p in clear]
+                                                     + ["synthetic_ts_2018-01-06", "synthetic_ts_2018-05-31"])
+    # split by scene: no scene in two of train / val; scene 26 (snow on the clear date only) excluded
+    scene_of = {s.id: sen12mscr_scene(s.stacks["target"].paths[0]) for s in cr.samples
+                if not s.id.startswith("synthetic_ts")}
+    assert (len(pairs), len(set(scene_of.values())), len(real), len(synthetic)) == (27, 8, 27, 29)
+    splits_of_scene = {}
+    for s in cr.samples:
+        if s.id in scene_of and s.split != "exclude":
+            splits_of_scene.setdefault(scene_of[s.id], set()).add(s.split)
+    assert all(len(v) == 1 for v in splits_of_scene.values()), splits_of_scene
+    assert {s.id for s in cr.split("exclude")} == {"real_26_p100", "real_26_p500", "real_26_p840"}
+    assert {s.id for s in cr.split("val")} == {f"{kind}_39_{p}" for kind in ("real", "synthetic")
+                                               for p in ("p100", "p500", "p838")}
+    assert {scene_of[s.id] for s in cr.split("val")} == {SEN12MSCR_VAL_SCENE}
+    assert sum(s.split == "train" for s in real) == 21 and sum(s.split == "train" for s in synthetic) == 26
     assert all(s.s2_bands == S2_BANDS_L1C and s.has("cloud_mask") and s.has("shadow_mask") for s in cr.samples)
     assert "SEN12MS-CR" in cr.description
     ben = load_manifest(manifests["bigearthnet"])
     assert len(ben.samples) == 6 and all(len(s.stacks["s1"].paths) == 2 for s in ben.samples)
     assert ben.samples[0].s1_bands == ("VV", "VH") and "B10" not in ben.samples[0].s2_bands
+    assert [s.id for s in ben.split("val")] == ["bigearthnet_87_48"]
 
 
 def test_json_csv_and_folder_manifests(tmp_path):

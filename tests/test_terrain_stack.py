@@ -13,7 +13,8 @@ from topoclear.engine.errors import Cancelled, InputError
 from topoclear.engine.progress import Monitor
 from topoclear.engine.sentinel2.metadata import read_sun_angles
 from topoclear.engine.terrain.derivatives import TerrainOptions, compute_terrain
-from topoclear.engine.terrain.stack import STACK_BANDS, terrain_stack
+from topoclear.engine.terrain.stack import terrain_stack
+from topoclear.models.bands import TERRAIN_BANDS
 
 gdal.UseExceptions()
 
@@ -65,7 +66,7 @@ def test_stack_on_a_finer_grid_matches_gdalwarp_of_the_dem_grid_products(dem, ut
     compute_terrain(dem, {"slope": tmp_path / "slope.tif", "aspect": tmp_path / "aspect.tif"})
     for band, source in ((1, "slope.tif"), (0, None)):
         expected = warp_like(tmp_path / source if source else dem, utm_reference, tmp_path, "bilinear")
-        assert np.abs(stack[band] - expected).max() < 1e-3, STACK_BANDS[band]
+        assert np.abs(stack[band] - expected).max() < 1e-3, TERRAIN_BANDS[band]
     # nearest-neighbour resampling reproduces the DEM-grid aspect exactly (sin/cos round trip)
     terrain_stack(dem, utm_reference, tmp_path / "stack_nn.tif", resampling="nearest")
     aspect = read_stack(tmp_path / "stack_nn.tif")[0][2]

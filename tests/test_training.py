@@ -19,9 +19,12 @@ import torch
 from conftest import REPO_ROOT, SHARED_DATA, requires_cuda
 from topoclear.engine.checkpoints import load_model, read_card, save_model
 from topoclear.engine.errors import Cancelled, InputError
-from topoclear.engine.training.patches import build_sample_manifests, load_manifest
 from topoclear.engine.progress import Monitor
-from topoclear.engine.training.loop import PAPER_DEFAULTS, TrainConfig, resolve_device, split_samples, train
+from topoclear.engine.training.loop import TrainConfig, resolve_device, train
+from topoclear.engine.training.manifest import load_manifest
+from topoclear.engine.training.sample_manifests import build_sample_manifests
+from topoclear.engine.training.training_config import PAPER_DEFAULTS
+from topoclear.engine.training.training_data import split_samples
 from topoclear.models import build_model, list_models
 
 NARROW = {"widths": [8, 16]}
@@ -70,15 +73,24 @@ def test_device_resolution():
             resolve_device("cuda:0")
 
 
+EXCLUDED = ["real_26_p100", "real_26_p500", "real_26_p840"]  # scene 26: snow on the clear date only
+
+
 def test_split_uses_the_manifest_or_a_seeded_random_split(manifests):
     m = load_manifest(manifests["sen12mscr"])
     parts = split_samples(m.samples)
-    assert {s.id for s in parts["val"]} == {"real_39_p500", "synthetic_39_p500"}
-    assert "real_26_p100" not in {s.id for p in parts.values() for s in p}  # excluded
+    assert {s.id for s in parts["val"]} == {f"{kind}_39_{p}" for kind in ("real", "synthetic")
+                                            for p in ("p100", "p500", "p838")}  # the whole validation scene
+    used = [s.id for p in parts.values() for s in p]
+    assert not set(EXCLUDED) & set(used) and len(used) == len(set(used)) == len(m.samples) - len(EXCLUDED)
+    assert (len(parts["train"]), len(parts["val"]), len(parts["test"])) == (47, 6, 0)
     unsplit = [s.__class__(**{**s.__dict__, "split": "train"}) for s in m.samples]
     a, b = split_samples(unsplit, seed=1), split_samples(unsplit, seed=1)
-    assert [s.id for s in a["val"]] == [s.id for s in b["val"]] and len(a["val"]) == 2  # 15 % of 14
-    assert len(a["test"]) == 1 and len(a["train"]) == 11
+    assert [s.id for s in a["val"]] == [s.id for s in b["val"]]
+    assert [s.id for s in a["val"]] != [s.id for s in split_samples(unsplit, seed=2)["val"]]
+    # 56 samples: round(15 %) = 8 validation, round(5 %) = 3 test, every sample in exactly one split
+    assert (len(a["val"]), len(a["test"]), len(a["train"])) == (8, 3, 45)
+    assert sorted(s.id for p in a.values() for s in p) == sorted(s.id for s in m.samples)
 
 
 # ---------------------------------------------------------------------------------------------- mechanics
@@ -133,16 +145,13 @@ def test_progress_messages_and_cancel(manifests, tmp_path):
     assert any("Epoch 0 (untrained)" in m for m in messages) and any("Epoch 2/2" in m for m in messages)
     assert result.samples_per_s > 0
 
-    calls = []
-
-    def cancel_in_epoch_two():
-        calls.append(1)
-        return len(calls) > 9  # after the first epoch and its checkpoint
+    def cancel_in_epoch_two():  # as soon as the first epoch and its checkpoint are written
+        return (tmp_path / "last.state.pt").is_file()
 
     with pytest.raises(Cancelled):
         train(narrow_config(epochs=5, checkpoint_dir=str(tmp_path)), data, Monitor(None, cancel_in_epoch_two))
     card = read_card(tmp_path / "last")
-    assert card["training"]["epochs"] >= 1 and not (tmp_path / "out.safetensors").exists()
+    assert card["training"]["epochs"] == 1 and not (tmp_path / "out.safetensors").exists()
 
 
 def test_output_weights_and_model_card(manifests, tmp_path):
@@ -156,8 +165,10 @@ def test_output_weights_and_model_card(manifests, tmp_path):
     assert card["scaling"]["name"] == "unit"
     training = card["training"]
     assert training["epochs"] == 2 and training["steps"] == 4 and training["hyperparameters"]["lr"] == 2e-4
-    assert training["data"]["train"]["samples"] == 11 and training["data"]["excluded"] == ["real_26_p100"]
-    assert training["data"]["train"]["sources"]["real SEN12MS-CR pair"] == 4
+    assert training["data"]["train"]["samples"] == 47 and training["data"]["excluded"] == EXCLUDED
+    assert training["data"]["train"]["sources"] == {"real SEN12MS-CR pair": 21,
+                                                    "synthetic clouds on a real clear image": 26}
+    assert training["data"]["validation"]["samples"] == 6 and training["data"]["test_samples"] == []
     assert "Boumahdi" in training["paper_defaults"]["source"]
     metrics = card["metrics"]
     assert set(metrics["validation"]) >= {"mae", "rmse", "psnr", "ssim", "sam", "psnr_cloudy", "mae_reproduction"}

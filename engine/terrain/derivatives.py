@@ -306,7 +306,8 @@ DESCRIPTIONS = {
 }
 
 
-def describe(product: str, options: TerrainOptions) -> str:
+def product_description(product: str, options: TerrainOptions) -> str:
+    """Band description of a terrain product written with ``options``."""
     text = DESCRIPTIONS[product].format(units=options.slope_units, zenith=options.sun.zenith,
                                         azimuth=options.sun.azimuth)
     if product == "hillshade" and options.multidirectional:
@@ -354,7 +355,7 @@ def compute_terrain(dem_path: os.PathLike | str, outputs: Dict[str, os.PathLike 
 
         with contextlib.ExitStack() as stack:
             writers = {p: stack.enter_context(AtomicRasterWriter(outputs[p], grid, 1, "float32", options.nodata,
-                                                                 [describe(p, options)]))
+                                                                 [product_description(p, options)]))
                        for p in products}
 
             def write(window, result):

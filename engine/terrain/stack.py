@@ -1,11 +1,11 @@
 """The aligned terrain stack that terrain-aware cloud removal needs.
 
-One GeoTIFF with four Float32 bands: elevation, slope (degrees), aspect (degrees clockwise from
-north) and hillshade (0-255), computed on the DEM's own grid (so slopes are not smoothed or
-distorted by resampling) and then resampled onto a reference grid: the Sentinel-2 scene's CRS,
-extent and pixel size. Aspect is resampled through its sine and cosine, so the 0/360 wrap does
-not produce false south-facing values. The hillshade is lit by the scene's sun when its
-metadata is given (CRT-UNet computed it that way).
+One GeoTIFF with four Float32 bands (:data:`topoclear.models.bands.TERRAIN_BANDS`): elevation,
+slope (degrees), aspect (degrees clockwise from north) and hillshade (0-255), computed on the
+DEM's own grid (so slopes are not smoothed or distorted by resampling) and then resampled onto a
+reference grid: the Sentinel-2 scene's CRS, extent and pixel size. Aspect is resampled through
+its sine and cosine, so the 0/360 wrap does not produce false south-facing values. The hillshade
+is lit by the scene's sun when its metadata is given (CRT-UNet computed it that way).
 
 The work goes window by window over the reference grid; each window reads only the DEM cells it
 needs (plus a halo), so memory stays bounded whatever the size of either raster.
@@ -14,41 +14,39 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from rasterio.enums import Resampling
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
+from ...models.bands import TERRAIN_BANDS
 from ..errors import InputError
 from ..progress import SILENT, Monitor
 from ..io.atomic import AtomicRasterWriter
 from ..io.raster import Grid, bounded_gdal_cache, open_raster, read_with_halo, valid_mask
-from ..io.windows import count_windows, iter_windows
-from .derivatives import PixelMetrics, TerrainOptions, describe, open_dem, terrain_products
+from ..io.warp import footprint_coverage
+from ..io.windows import iter_windows, run_windows
+from .derivatives import PixelMetrics, TerrainOptions, open_dem, product_description, terrain_products
 
-STACK_BANDS = ("elevation", "slope", "aspect", "hillshade")
-RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear, "cubic": Resampling.cubic}
+#: Resampling of the terrain products onto the reference grid, by name.
+RESAMPLING_METHODS = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear, "cubic": Resampling.cubic}
 #: Extra DEM cells read around each window for the resampling kernel (cubic needs 2).
 KERNEL_MARGIN = 3
+#: Products computed on the DEM grid and warped (aspect travels as its sine and cosine).
+_WARPED = ("elevation", "slope", "aspect_sin", "aspect_cos", "hillshade")
+
+# Former names, importable until engine/clouds/inputs.py uses the new ones.
+RESAMPLING = RESAMPLING_METHODS
 
 
 def reference_grid(path: os.PathLike | str) -> Grid:
+    """The grid (CRS, transform, size) of the raster the stack is aligned to."""
     with open_raster(path, "reference raster") as ds:
         if ds.crs is None:
             raise InputError(f"reference raster {path} has no coordinate reference system")
         return Grid.of(ds)
-
-
-def _overlap_fraction(dem_grid: Grid, ref: Grid) -> float:
-    """Fraction of the reference extent covered by the DEM extent."""
-    left, bottom, right, top = transform_bounds(dem_grid.crs, ref.crs, *dem_grid.bounds, densify_pts=21)
-    rl, rb, rr, rt = ref.bounds
-    w = max(0.0, min(right, rr) - max(left, rl))
-    h = max(0.0, min(top, rt) - max(bottom, rb))
-    area = (rr - rl) * (rt - rb)
-    return (w * h) / area if area > 0 else 0.0
 
 
 def _source_window(dem_grid: Grid, ref: Grid, window: Window) -> Optional[Window]:
@@ -74,6 +72,72 @@ def _warp(array: np.ndarray, src_transform, src_crs, ref: Grid, window: Window, 
     return out
 
 
+#: What one reference window needs from the DEM: its source window, and the DEM values there with
+#: a 1-cell halo (None when the window lies outside the DEM).
+_DemBlock = Optional[Tuple[Window, np.ndarray]]
+
+
+def _read_dem_block(dem, band: int, dem_grid: Grid, ref: Grid, window: Window) -> _DemBlock:
+    """The DEM cells (with a 1-cell halo, float32, not yet masked) that ``window`` of ``ref`` needs."""
+    src = _source_window(dem_grid, ref, window)
+    if src is None:
+        return None
+    return src, read_with_halo(dem, band, src, 1)
+
+
+def _stack_from_dem_block(block: _DemBlock, nodata, dem_grid: Grid, metrics: PixelMetrics, ref: Grid,
+                          window: Window, options: TerrainOptions, resampling) -> Dict[str, np.ndarray]:
+    """Elevation, slope, aspect and hillshade (float32, NaN where unknown) on ``window`` of ``ref``.
+
+    ``block`` comes from :func:`_read_dem_block`; ``nodata`` is the DEM band's declared nodata.
+    An empty dict when the window lies outside the DEM.
+    """
+    if block is None:
+        return {}
+    src, z = block
+    dx, dy = metrics.steps(int(src.row_off), int(src.height))
+    nan_options = dataclasses.replace(options, nodata=np.nan)
+    products = terrain_products(z, valid_mask(z, nodata), dx, dy, ("elevation", "slope", "aspect_sincos", "hillshade"),
+                                nan_options)
+    src_transform = dem_grid.window_transform(src)
+    warped = {name: _warp(products[name], src_transform, dem_grid.crs, ref, window, resampling) for name in _WARPED}
+    aspect = np.degrees(np.arctan2(warped["aspect_sin"], warped["aspect_cos"]))
+    aspect = np.where(aspect < 0, aspect + 360.0, aspect)
+    return {"elevation": warped["elevation"], "slope": warped["slope"], "aspect": aspect.astype(np.float32),
+            "hillshade": warped["hillshade"]}
+
+
+def terrain_stack_window(dem, band: int, dem_grid: Grid, metrics: PixelMetrics, ref: Grid, window: Window,
+                         options: TerrainOptions, resampling) -> Dict[str, np.ndarray]:
+    """Terrain stack bands (name -> float32 array, NaN where unknown) on ``window`` of ``ref``.
+
+    ``dem`` is the open DEM (:func:`~topoclear.engine.terrain.derivatives.open_dem`), ``resampling``
+    a value of :data:`RESAMPLING_METHODS`. An empty dict when the window lies outside the DEM.
+    """
+    block = _read_dem_block(dem, band, dem_grid, ref, window)
+    return _stack_from_dem_block(block, dem.nodatavals[band - 1], dem_grid, metrics, ref, window, options,
+                                 resampling)
+
+
+# Former private name, importable until engine/clouds/inputs.py uses terrain_stack_window.
+_stack_window = terrain_stack_window
+
+
+def _check_overlap(dem_path, reference_path, dem_grid: Grid, ref: Grid, min_coverage: float,
+                   monitor: Monitor) -> None:
+    coverage = footprint_coverage(dem_grid, ref)
+    if coverage <= 0.0:
+        raise InputError(f"DEM {dem_path} does not overlap the reference raster {reference_path} "
+                         f"(DEM extent {dem_grid.bounds} in {dem_grid.crs}, reference extent {ref.bounds} "
+                         f"in {ref.crs})")
+    if coverage < min_coverage:
+        raise InputError(f"DEM {dem_path} covers only {100 * coverage:.1f} % of the reference raster; "
+                         f"at least {100 * min_coverage:.0f} % was required")
+    if coverage < 0.999:
+        monitor.message(f"The DEM covers {100 * coverage:.1f} % of the reference grid; "
+                        "uncovered cells are nodata.")
+
+
 def terrain_stack(dem_path: os.PathLike | str, reference_path: os.PathLike | str, output: os.PathLike | str,
                   band: int = 1, options: TerrainOptions = TerrainOptions(), resampling: str = "bilinear",
                   monitor: Monitor = SILENT, window_rows: Optional[int] = None,
@@ -84,56 +148,32 @@ def terrain_stack(dem_path: os.PathLike | str, reference_path: os.PathLike | str
     refuses DEMs covering less than that fraction of the reference extent; an empty overlap is
     always an error.
     """
-    if resampling not in RESAMPLING:
-        raise InputError(f"resampling {resampling!r} is not one of {sorted(RESAMPLING)}")
+    if resampling not in RESAMPLING_METHODS:
+        raise InputError(f"resampling {resampling!r} is not one of {sorted(RESAMPLING_METHODS)}")
     options = dataclasses.replace(options, slope_units="degrees")
     ref = reference_grid(reference_path)
     nod = np.float32(options.nodata)
     with bounded_gdal_cache(), open_dem(dem_path, band) as dem:
         dem_grid = Grid.of(dem)
-        coverage = _overlap_fraction(dem_grid, ref)
-        if coverage <= 0.0:
-            raise InputError(f"DEM {dem_path} does not overlap the reference raster {reference_path} "
-                             f"(DEM extent {dem_grid.bounds} in {dem_grid.crs}, reference extent {ref.bounds} "
-                             f"in {ref.crs})")
-        if coverage < min_coverage:
-            raise InputError(f"DEM {dem_path} covers only {100 * coverage:.1f} % of the reference raster; "
-                             f"at least {100 * min_coverage:.0f} % was required")
-        if coverage < 0.999:
-            monitor.message(f"The DEM covers {100 * coverage:.1f} % of the reference grid; "
-                            "uncovered cells are nodata.")
+        _check_overlap(dem_path, reference_path, dem_grid, ref, min_coverage, monitor)
         metrics = PixelMetrics.of(dem_grid)
-        method = RESAMPLING[resampling]
-        descriptions = [describe(b, options) for b in STACK_BANDS]
-        total = count_windows(ref.width, ref.height, window_rows)
-        with AtomicRasterWriter(output, ref, len(STACK_BANDS), "float32", options.nodata, descriptions) as dst:
-            for n, window in enumerate(iter_windows(ref.width, ref.height, window_rows)):
-                monitor.check()
-                bands = _stack_window(dem, band, dem_grid, metrics, ref, window, options, method)
-                for i, name in enumerate(STACK_BANDS, start=1):
-                    values = bands.get(name)
-                    if values is None:
-                        values = np.full((int(window.height), int(window.width)), nod, np.float32)
-                    dst.write(np.where(np.isfinite(values), values, nod).astype(np.float32), i, window=window)
-                monitor.progress(100.0 * (n + 1) / total)
-            monitor.check()
+        method = RESAMPLING_METHODS[resampling]
+        nodata = dem.nodatavals[band - 1]
+        descriptions = [product_description(b, options) for b in TERRAIN_BANDS]
+
+        def read(window):
+            return _read_dem_block(dem, band, dem_grid, ref, window)
+
+        def compute(window, block):
+            bands = _stack_from_dem_block(block, nodata, dem_grid, metrics, ref, window, options, method)
+            shape = (int(window.height), int(window.width))
+            return [np.where(np.isfinite(v), v, nod).astype(np.float32) if v is not None else np.full(shape, nod, np.float32)
+                    for v in (bands.get(name) for name in TERRAIN_BANDS)]
+
+        with AtomicRasterWriter(output, ref, len(TERRAIN_BANDS), "float32", options.nodata, descriptions) as dst:
+            def write(window, values):
+                for i, v in enumerate(values, start=1):
+                    dst.write(v, i, window=window)
+
+            run_windows(iter_windows(ref.width, ref.height, window_rows), read, compute, write, monitor)
     return str(output)
-
-
-def _stack_window(dem, band: int, dem_grid: Grid, metrics: PixelMetrics, ref: Grid, window: Window,
-                  options: TerrainOptions, method) -> dict:
-    src = _source_window(dem_grid, ref, window)
-    if src is None:
-        return {}
-    z = read_with_halo(dem, band, src, 1)
-    valid = valid_mask(z, dem.nodatavals[band - 1])
-    dx, dy = metrics.steps(int(src.row_off), int(src.height))
-    nan_options = dataclasses.replace(options, nodata=np.nan)
-    products = terrain_products(z, valid, dx, dy, ("elevation", "slope", "aspect_sincos", "hillshade"), nan_options)
-    src_transform = dem_grid.window_transform(src)
-    warped = {name: _warp(products[name], src_transform, dem_grid.crs, ref, window, method)
-              for name in ("elevation", "slope", "aspect_sin", "aspect_cos", "hillshade")}
-    aspect = np.degrees(np.arctan2(warped["aspect_sin"], warped["aspect_cos"]))
-    aspect = np.where(aspect < 0, aspect + 360.0, aspect)
-    return {"elevation": warped["elevation"], "slope": warped["slope"], "aspect": aspect.astype(np.float32),
-            "hillshade": warped["hillshade"]}

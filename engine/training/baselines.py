@@ -11,7 +11,7 @@ Two baselines, both given the cloudy image and its cloud / cloud-shadow mask onl
   is nothing to interpolate from). Pixels outside the mask are kept as they are.
 
 :func:`evaluate_baselines` runs both (and any model given as a ``predictor``) over the samples
-of a manifest (:mod:`topoclear.engine.training.patches` format) and reports the metrics of
+of a manifest (:mod:`topoclear.engine.training.manifest` format) and reports the metrics of
 :mod:`topoclear.models.metrics` overall and per 10 % bin of cloud cover, as CRT-UNet does.
 Images are compared as reflectance in [0, 1] (``(DN + s2_offset) / 10000``, clipped) on the
 bands named in ``bands`` (by default CRT-UNet's 10: B2, B3, B4, B5, B6, B7, B8, B8A, B11, B12).
@@ -26,10 +26,13 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
+from rasterio.windows import Window
 
+from ...models.bands import S2_BANDS_10_20M
 from ..errors import InputError
 from ..progress import SILENT, Monitor
-from ...models.bands import S2_BANDS_10_20M
+from .manifest import Manifest, PatchSample, load_manifest
+from .sample_stacks import read_stack, reference_grid
 
 __all__ = [
     "BASELINES",
@@ -130,9 +133,6 @@ def load_eval_samples(manifest_or_samples, split: Optional[Union[str, Sequence[s
     """Read the samples of a manifest (path, folder, :class:`Manifest`, or a list of
     :class:`PatchSample`) whose split is ``split`` (None: all but ``exclude``) and whose source
     contains one of ``sources`` (None: all). ``with_inputs`` also reads S1 and terrain."""
-    from .patches import Manifest, PatchSample, load_manifest, read_stack, reference_grid
-    from rasterio.windows import Window
-
     if isinstance(manifest_or_samples, (str, os.PathLike)):
         samples = load_manifest(manifest_or_samples).samples
     elif isinstance(manifest_or_samples, Manifest):
