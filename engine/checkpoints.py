@@ -16,10 +16,16 @@ Files
     read back with ``torch.load(weights_only=True)``, which refuses anything but tensors and
     primitive containers.
 
-Loading (:func:`load_model`, :func:`load_weights`) checks the card against the registry and the
-weights against the card (file hash, tensor names and shapes) and raises
-:class:`~topoclear.engine.errors.InputError` naming what does not match, so a corrupt,
-truncated or mismatched file never loads silently.
+Loading (:func:`load_model`, :func:`load_weights`) checks, in this order and before anything is
+allocated: that the weights are a ``.safetensors`` file (never a pickle: ``.pt``, ``.pth``,
+``.pkl``... can run code when loaded; a folder is not weights), that the card is a TopoClear card of
+a version this plugin reads (``format_version`` a whole number 1..:data:`CARD_VERSION`), that every
+architecture option lies within bounds (:data:`OPTION_BOUNDS`), that the file's header is complete
+and its tensors are those the card's model has (the model is first built on PyTorch's ``meta``
+device, which allocates nothing), then the file hash, and after loading that every tensor is
+finite. Each failure raises :class:`~topoclear.engine.errors.InputError` naming the file and what
+does not match, so a corrupt, truncated, mismatched or hostile file never loads silently and a card
+can never make the plugin allocate more than its weights hold.
 """
 from __future__ import annotations
 
@@ -47,11 +53,42 @@ __all__ = [
     "save_training_state",
     "load_training_state",
     "file_sha256",
+    "jsonable",
 ]
 
 CARD_FORMAT = "topoclear-model-card"
 CARD_VERSION = 1
 WEIGHTS_SUFFIX = ".safetensors"
+#: Suffixes of pickle-based checkpoints (``torch.save``, pickle, joblib...): never loaded, they can run code.
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar", ".joblib", ".dill", ".npy",
+                   ".npz", ".h5", ".hdf5", ".keras", ".onnx", ".pb", ".zip")
+#: Bounds of a model card's architecture options: whole numbers (alone or in lists) within
+#: ``int_range``, other numbers finite within ``float_range``, lists of at most ``items`` values,
+#: texts of at most ``text`` characters; no nested objects.
+OPTION_BOUNDS = {"int_range": (-1, 8192), "float_range": (-1e6, 1e6), "items": 64, "text": 256}
+#: Most bands a card's input layout may list per source.
+MAX_LAYOUT_BANDS = 64
+#: Most parameters (tensor elements) a weights file may hold: 2**31 (8 GB in float32).
+MAX_PARAMETERS = 1 << 31
+#: Largest safetensors header (JSON) read.
+MAX_HEADER_BYTES = 64 << 20
+
+
+def check_weights_path(path: os.PathLike | str) -> None:
+    """Raise :class:`InputError` unless ``path`` can name safetensors weights: not a folder, not a
+    pickle-based checkpoint, and (when it exists) a ``.safetensors`` or ``.json`` file."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"model weights {p}: this is a folder; expected a .safetensors weights file (with its .json "
+                         "model card beside it)")
+    suffix = p.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise InputError(f"model weights {p}: {suffix} files are PyTorch or pickle checkpoints, which can run code "
+                         "when they are loaded; TopoClear loads only .safetensors weights (tensors only) with their "
+                         ".json model card: convert them with topoclear.engine.checkpoints.save_model")
+    if p.is_file() and suffix not in (WEIGHTS_SUFFIX, ".json"):
+        raise InputError(f"model weights {p}: expected a .safetensors weights file (with its .json model card), "
+                         f"not a {suffix or 'suffix-less'} file")
 
 
 def checkpoint_paths(path: os.PathLike | str) -> Tuple[Path, Path]:
@@ -76,20 +113,23 @@ def file_sha256(path: os.PathLike | str, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Tuples to lists, numpy / torch scalars to Python numbers, NaN and infinities to None
     (strict JSON), recursively."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        return _jsonable(value.item())
+        return jsonable(value.item())
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+_jsonable = jsonable  # the name used before it was public
 
 
 def architecture_of(model) -> dict:
@@ -105,7 +145,7 @@ def architecture_of(model) -> dict:
         "model": name,
         "title": spec.title,
         "class": type(model).__name__,
-        "options": _jsonable(getattr(model, "build_options", {}) or {}),
+        "options": jsonable(getattr(model, "build_options", {}) or {}),
         "input_layout": {
             "s2": list(layout.s2), "s1": list(layout.s1), "terrain": list(layout.terrain),
             "output": list(layout.output), "inputs": list(layout.inputs),
@@ -149,15 +189,15 @@ def make_card(model, training: Optional[Mapping] = None, metrics: Optional[Mappi
         },
         "scaling": {"name": scaling.name, "description": scaling.description,
                     "module": "topoclear.models.scaling (scale_s2 / scale_s1 / scale_terrain, unscale_s2)"},
-        "training": _jsonable(dict(training or {})),
-        "metrics": _jsonable(dict(metrics or {})),
+        "training": jsonable(dict(training or {})),
+        "metrics": jsonable(dict(metrics or {})),
         "software": {"torch": torch.__version__},
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
 
 
 def _write_json(path: Path, data: Mapping) -> None:
-    write_text_atomic(path, json.dumps(_jsonable(data), indent=1, allow_nan=False))
+    write_text_atomic(path, json.dumps(jsonable(data), indent=1, allow_nan=False))
 
 
 def save_model(path: os.PathLike | str, model, card: Optional[Mapping] = None,
@@ -201,25 +241,100 @@ def read_card(path: os.PathLike | str) -> dict:
     Falls back to the architecture embedded in the weights file when the card is missing.
     Raises :class:`InputError` for a missing, unreadable or malformed card.
     """
+    check_weights_path(path)
     weights_path, card_path = checkpoint_paths(path)
+    where = f"{card_path} (the model card of {weights_path.name})"
     if card_path.is_file():
         try:
             card = json.loads(card_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"model card {card_path} is not valid JSON ({exc}): the file is corrupt") from exc
+            raise InputError(f"{where} is not valid JSON ({exc}): the file is corrupt") from exc
     elif weights_path.is_file():
         card = _embedded_card(weights_path)
+        where = f"{weights_path} (its embedded model card)"
     else:
         raise InputError(f"model weights not found: {weights_path} (and no model card {card_path})")
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
-        raise InputError(f"{card_path} is not a TopoClear model card (format {card.get('format') if isinstance(card, dict) else None!r})")
-    if int(card.get("format_version", 0)) > CARD_VERSION:
-        raise InputError(f"{card_path}: model card version {card.get('format_version')} is newer than this plugin "
-                         f"reads ({CARD_VERSION}); update TopoClear")
+        found = card.get("format") if isinstance(card, dict) else None
+        raise InputError(f"{where} is not a TopoClear model card (format {found!r}, expected {CARD_FORMAT!r})")
+    version = card.get("format_version", CARD_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InputError(f"{where}: format_version {version!r} is not a whole number; this plugin reads model "
+                         f"cards of format_version 1 to {CARD_VERSION}")
+    if version < 1:
+        raise InputError(f"{where}: format_version {version} is not a card version; this plugin reads model "
+                         f"cards of format_version 1 to {CARD_VERSION}")
+    if version > CARD_VERSION:
+        raise InputError(f"{where}: model card format_version {version} is newer than this plugin reads "
+                         f"({CARD_VERSION}); update TopoClear")
     arch = card.get("architecture")
     if not isinstance(arch, dict) or "model" not in arch or "input_layout" not in arch:
-        raise InputError(f"{card_path}: model card has no architecture (model name and input layout)")
+        raise InputError(f"{where}: model card has no architecture (model name and input layout)")
+    check_architecture(arch, where)
     return card
+
+
+def _bounded_value(name: str, value: Any, where: str, depth: int = 0) -> None:
+    lo, hi = OPTION_BOUNDS["int_range"]
+    flo, fhi = OPTION_BOUNDS["float_range"]
+
+    def refuse(why: str) -> None:
+        raise InputError(f"{where}: model card option {name} = {_short(value)} is out of bounds: {why}; a card must "
+                         "describe the model its weights hold")
+
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not lo <= value <= hi:
+            refuse(f"whole numbers must lie within {lo}..{hi} (at most {hi})")
+    elif isinstance(value, float):
+        if not math.isfinite(value) or not flo <= value <= fhi:
+            refuse(f"numbers must be finite, within {flo:g}..{fhi:g}")
+    elif isinstance(value, str):
+        if len(value) > OPTION_BOUNDS["text"]:
+            refuse(f"texts hold at most {OPTION_BOUNDS['text']} characters")
+    elif isinstance(value, (list, tuple)):
+        if depth > 0:
+            refuse("lists may not hold lists")
+        if len(value) > OPTION_BOUNDS["items"]:
+            refuse(f"lists hold at most {OPTION_BOUNDS['items']} values, this one {len(value)}")
+        for item in value:
+            try:
+                _bounded_value(name, item, where, depth + 1)
+            except InputError as exc:
+                raise InputError(str(exc).replace(f"= {_short(item)} is", f"= {_short(value)} is", 1)) from None
+    else:
+        refuse(f"a {type(value).__name__} is not an option value (numbers, texts, true/false or lists of them)")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict, str, int, float, bool)) or value is None else repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_architecture(arch: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`InputError` when a card's architecture section is out of bounds: a model name that
+    is not a short text, an input layout that is not lists of band names, or an option outside
+    :data:`OPTION_BOUNDS`. Checked before anything is built or allocated."""
+    name = arch.get("model")
+    if not isinstance(name, str) or not name or len(name) > 64:
+        raise InputError(f"{where}: model card architecture 'model' must be a registered model name, got {_short(name)}")
+    layout = arch.get("input_layout")
+    if not isinstance(layout, Mapping):
+        raise InputError(f"{where}: model card input_layout must be an object of band lists, got {_short(layout)}")
+    for key in ("s2", "s1", "terrain", "output", "inputs"):
+        bands = layout.get(key, [])
+        if not isinstance(bands, (list, tuple)) or len(bands) > MAX_LAYOUT_BANDS or \
+                not all(isinstance(b, str) and 0 < len(b) <= 32 for b in bands):
+            raise InputError(f"{where}: model card input_layout {key} must be a list of at most {MAX_LAYOUT_BANDS} "
+                             f"band names, got {_short(bands)}")
+    options = arch.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise InputError(f"{where}: model card options must be an object, got {_short(options)}")
+    for key, value in options.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise InputError(f"{where}: model card option name {_short(key)} is not a valid name")
+        _bounded_value(key, value, where)
 
 
 def _embedded_card(weights_path: Path) -> dict:
@@ -239,28 +354,99 @@ def _embedded_card(weights_path: Path) -> dict:
         raise InputError(f"{weights_path}: embedded model card is corrupt ({exc})") from exc
 
 
+_SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                       "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def safetensors_header(path: os.PathLike | str) -> Dict[str, Tuple[int, ...]]:
+    """Tensor name -> shape of a safetensors file, read from its header alone (nothing is allocated);
+    :class:`InputError` for pickles, truncated or corrupt files and files over :data:`MAX_PARAMETERS`."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+                raise InputError(f"{path} is a PyTorch or pickle checkpoint under a .safetensors name, not a safetensors "
+                                 "file: TopoClear never loads pickles (they can run code)")
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n <= 1 or n > MAX_HEADER_BYTES or 8 + n > size:
+                raise InputError(f"{path} is not a readable safetensors file: its header does not fit the file "
+                                 f"({size} bytes): the file is corrupt or truncated")
+            header = json.loads(handle.read(n).decode("utf-8"))
+    except OSError as exc:
+        raise InputError(f"model weights {path} cannot be read ({exc.strerror or exc})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} is not a readable safetensors file (corrupt header: {exc})") from exc
+    if not isinstance(header, dict):
+        raise InputError(f"{path} is not a readable safetensors file (its header is not an object)")
+    shapes: Dict[str, Tuple[int, ...]] = {}
+    end, total = 0, 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            shape = tuple(int(d) for d in info["shape"])
+            start, stop = (int(v) for v in info["data_offsets"])
+            itemsize = _SAFETENSORS_DTYPES[info["dtype"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{path} is not a readable safetensors file (tensor {name!r} is described wrongly)") \
+                from exc
+        count = math.prod(shape)
+        if any(d < 0 for d in shape) or stop - start != count * itemsize or start < 0:
+            raise InputError(f"{path} is not a readable safetensors file (tensor {name!r}: shape {shape} does not "
+                             f"match its {stop - start} bytes)")
+        shapes[name] = shape
+        end, total = max(end, stop), total + count
+    if 8 + n + end > size:
+        raise InputError(f"{path} is truncated: its tensors need {8 + n + end} bytes, the file holds {size}")
+    if total > MAX_PARAMETERS:
+        raise InputError(f"{path} holds {total} parameters, more than TopoClear loads ({MAX_PARAMETERS})")
+    return shapes
+
+
 def read_weights(path: os.PathLike | str, card: Optional[Mapping] = None, device: str = "cpu") -> Dict[str, Any]:
-    """Tensors of the safetensors file of checkpoint ``path``, checked against the card's hash."""
+    """Tensors of the safetensors file of checkpoint ``path``, checked against the card's hash and
+    for NaN / infinite values."""
     from safetensors.torch import load_file
 
     weights_path, _ = checkpoint_paths(path)
     if not weights_path.is_file():
         raise InputError(f"model weights not found: {weights_path}")
+    safetensors_header(weights_path)
     expected = (card or {}).get("weights", {}).get("sha256") if card else None
     if expected and file_sha256(weights_path) != expected:
         raise InputError(f"{weights_path} does not match its model card (SHA-256 differs): the weights file is "
                          "corrupt or was replaced")
     try:
-        return load_file(str(weights_path), device=device)
+        tensors = load_file(str(weights_path), device=device)
     except Exception as exc:  # SafetensorError, OSError, ...
         raise InputError(f"{weights_path} is not a readable safetensors file ({exc})") from exc
+    check_finite(tensors, str(weights_path))
+    return tensors
+
+
+def check_finite(tensors: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`InputError` when a floating-point tensor holds NaN or infinite values."""
+    import torch
+
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise InputError(f"{where} holds NaN or infinite values in {len(bad)} of {len(tensors)} tensors (e.g. "
+                         f"{', '.join(bad[:3])}): the weights are corrupt or their training diverged; the input is "
+                         "not at fault: use other weights")
 
 
 def _check_state(model, tensors: Mapping[str, Any], where: str) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    shapes = [k for k in expected if k in tensors and tuple(expected[k].shape) != tuple(tensors[k].shape)]
+    _check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()},
+                  {k: tuple(v.shape) for k, v in tensors.items()}, where)
+
+
+def _check_shapes(expected: Mapping[str, Tuple[int, ...]], found: Mapping[str, Tuple[int, ...]], where: str) -> None:
+    """Raise :class:`InputError` when the tensor names or shapes ``found`` in a file are not the model's."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = [k for k in expected if k in found and tuple(expected[k]) != tuple(found[k])]
     problems = []
     if missing:
         problems.append(f"{len(missing)} tensor(s) missing (e.g. {', '.join(missing[:3])})")
@@ -268,8 +454,8 @@ def _check_state(model, tensors: Mapping[str, Any], where: str) -> None:
         problems.append(f"{len(unexpected)} unexpected tensor(s) (e.g. {', '.join(unexpected[:3])})")
     if shapes:
         k = shapes[0]
-        problems.append(f"{len(shapes)} tensor(s) of another shape (e.g. {k}: file {tuple(tensors[k].shape)}, "
-                        f"model {tuple(expected[k].shape)})")
+        problems.append(f"{len(shapes)} tensor(s) of another shape (e.g. {k}: file {tuple(found[k])}, "
+                        f"model {tuple(expected[k])})")
     if problems:
         raise InputError(f"{where} does not fit the model: " + "; ".join(problems))
 
@@ -312,7 +498,7 @@ def load_model(path: os.PathLike | str, device: str = "cpu", expect_model: Optio
     ``expect_model`` / ``expect_bands`` (``{"s2": [...], "s1": [...], ...}``) are checked
     against the card before anything is built. Returns ``(model in eval mode on device, card)``.
     """
-    from ..models.registry import UnknownModelError, build_model
+    from ..models.registry import UnknownModelError, build_model, get_spec
 
     card = read_card(path)
     weights_path, _ = checkpoint_paths(path)
@@ -325,12 +511,37 @@ def load_model(path: os.PathLike | str, device: str = "cpu", expect_model: Optio
             raise InputError(f"{weights_path}: {key} channels are {', '.join(layout.get(key, [])) or 'none'}, "
                              f"expected {', '.join(bands) or 'none'}")
     try:
-        model = build_model(arch["model"], s2_bands=list(layout.get("s2", [])), s1_bands=list(layout.get("s1", [])),
-                            terrain_bands=list(layout.get("terrain", [])), **dict(arch.get("options") or {}))
+        get_spec(arch["model"])
+    except UnknownModelError as exc:
+        raise InputError(f"{weights_path}: {exc}") from exc
+    if not weights_path.is_file():
+        raise InputError(f"model weights not found: {weights_path}")
+    file_shapes = safetensors_header(weights_path)
+
+    def build():
+        return build_model(arch["model"], s2_bands=list(layout.get("s2", [])), s1_bands=list(layout.get("s1", [])),
+                           terrain_bands=list(layout.get("terrain", [])), **dict(arch.get("options") or {}))
+
+    import torch
+
+    try:
+        try:  # on the meta device nothing is allocated: the card is checked against the file's header first
+            with torch.device("meta"):
+                meta = build()
+        except (UnknownModelError, TypeError, ValueError, InputError):
+            raise
+        except Exception:  # noqa: BLE001 - a model that cannot be built on meta is checked after building
+            meta = None
+        if meta is not None:
+            _check_shapes({k: tuple(v.shape) for k, v in meta.state_dict().items()}, file_shapes,
+                          f"{weights_path} (the model its card {checkpoint_paths(path)[1].name} describes)")
+            del meta
+        model = build()
     except UnknownModelError as exc:
         raise InputError(f"{weights_path}: {exc}") from exc
     except (TypeError, ValueError) as exc:
-        raise InputError(f"{weights_path}: the model card's architecture cannot be built ({exc})") from exc
+        raise InputError(f"{weights_path}: the model card's architecture cannot be built: a {arch['model']} with "
+                         f"the options {_short(dict(arch.get('options') or {}), 200)} fails ({exc})") from exc
     model.build_options = dict(arch.get("options") or {})
     tensors = read_weights(path, card)
     _check_state(model, tensors, str(weights_path))

@@ -18,6 +18,7 @@ import pytest
 from conftest import REPO_ROOT, wait_for
 
 from topoclear.ui import dependency_manager as dm
+from topoclear.ui import device_report, pip_install
 
 TINY = "topoclear-tinydep"
 TINY_MODULE = "topoclear_tinydep"
@@ -133,11 +134,11 @@ def test_finder_uses_the_python_beside_the_qgis_binary(tmp_path):
     (bin_dir / "python3").symlink_to(os.path.realpath(sys.executable))
     empty = tmp_path / "empty"
     empty.mkdir()
-    found = dm.find_python(executable=str(bin_dir / "qgis"), base_executable="", exec_prefix=str(empty),
+    found = pip_install.find_python(executable=str(bin_dir / "qgis"), base_executable="", exec_prefix=str(empty),
                            path=str(empty))
     assert found == str(bin_dir / "python3")
     # a plain Python is used as it is
-    assert dm.python_candidates(executable=sys.executable)[0] == os.path.abspath(sys.executable)
+    assert pip_install.python_candidates(executable=sys.executable)[0] == os.path.abspath(sys.executable)
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX symlinks and scripts")
@@ -151,15 +152,15 @@ def test_finder_skips_another_python_and_falls_back_to_path(tmp_path):
     (real_dir / "python3").symlink_to(os.path.realpath(sys.executable))
     empty = tmp_path / "empty"
     empty.mkdir()
-    found = dm.find_python(executable=str(bin_dir / "qgis"), base_executable="", exec_prefix=str(empty),
+    found = pip_install.find_python(executable=str(bin_dir / "qgis"), base_executable="", exec_prefix=str(empty),
                            path=str(real_dir))
     assert found == str(real_dir / "python3")
     with pytest.raises(dm.DependencyError, match="Python 2.7"):
-        dm.find_python(executable=str(bin_dir / "qgis"), base_executable="", exec_prefix=str(empty), path=str(empty))
+        pip_install.find_python(executable=str(bin_dir / "qgis"), base_executable="", exec_prefix=str(empty), path=str(empty))
 
 
 def test_finder_in_this_process_finds_this_python():
-    found = dm.find_python()
+    found = pip_install.find_python()
     out = subprocess.run([found, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True)
     assert out.stdout.strip() == str(sys.version_info[:2])
 
@@ -167,33 +168,33 @@ def test_finder_in_this_process_finds_this_python():
 # -- pip command -----------------------------------------------------------------------------------------------
 
 def test_pip_command_chooses_the_torch_build(tmp_path):
-    cpu = dm.pip_command("python", tmp_path, ["torch==2.13.0", "safetensors==0.4.5"], "cpu", tmp_path / "c.txt")
+    cpu = pip_install.pip_command("python", tmp_path, ["torch==2.13.0", "safetensors==0.4.5"], "cpu", tmp_path / "c.txt")
     assert cpu[:6] == ["python", "-m", "pip", "install", "--target", str(tmp_path)]
     assert "--upgrade-strategy" in cpu and cpu[cpu.index("--upgrade-strategy") + 1] == "only-if-needed"
     assert cpu[cpu.index("--index-url") + 1] == dm.TORCH_CPU_INDEX
     assert cpu[cpu.index("--extra-index-url") + 1] == dm.PYPI_INDEX
     assert cpu[cpu.index("--constraint") + 1] == str(tmp_path / "c.txt")
     assert cpu[-2:] == ["torch==2.13.0", "safetensors==0.4.5"]
-    cuda = dm.pip_command("python", tmp_path, ["torch==2.13.0"], "cuda")
+    cuda = pip_install.pip_command("python", tmp_path, ["torch==2.13.0"], "cuda")
     assert "--index-url" not in cuda and "--constraint" not in cuda
-    assert "--index-url" not in dm.pip_command("python", tmp_path, ["dask==2026.8.0"], "cpu")
+    assert "--index-url" not in pip_install.pip_command("python", tmp_path, ["dask==2026.8.0"], "cpu")
     with pytest.raises(ValueError):
-        dm.pip_command("python", tmp_path, ["torch"], "rocm")
+        pip_install.pip_command("python", tmp_path, ["torch"], "rocm")
 
 
 def test_numpy_stays_below_2(tmp_path):
     numpy_version = dm.package_status(dm.Pin("numpy")).version
     if numpy_version and numpy_version.startswith("1."):
-        assert dm.numpy_constraints() == ["numpy<2"]
-        path = dm.write_constraints(tmp_path / "pk", dm.numpy_constraints())
+        assert pip_install.numpy_constraints() == ["numpy<2"]
+        path = pip_install.write_constraints(tmp_path / "pk", pip_install.numpy_constraints())
         assert path.read_text() == "numpy<2\n"
-    assert dm.write_constraints(tmp_path / "none", []) is None
+    assert pip_install.write_constraints(tmp_path / "none", []) is None
 
 
 def test_pip_failures_are_explained():
-    assert "pip" in dm.explain_pip_failure(1, "/usr/bin/python3: No module named pip")
-    assert "pinned version" in dm.explain_pip_failure(1, "ERROR: No matching distribution found for x==9")
-    assert "exit code 3" in dm.explain_pip_failure(3, "something else")
+    assert "pip" in pip_install.explain_pip_failure(1, "/usr/bin/python3: No module named pip")
+    assert "pinned version" in pip_install.explain_pip_failure(1, "ERROR: No matching distribution found for x==9")
+    assert "exit code 3" in pip_install.explain_pip_failure(3, "something else")
 
 
 # -- the packages folder -----------------------------------------------------------------------------------------
@@ -253,8 +254,8 @@ def test_pip_installs_a_wheel_into_the_folder(qgis_app, tmp_path, wheel_dir, cle
     folder = tmp_path / "topoclear-packages"
     pin = dm.Pin(TINY, "==0.1.0")
     assert not dm.package_status(pin, folder).importable
-    constraints = dm.write_constraints(folder, dm.numpy_constraints())
-    command = dm.pip_command(dm.find_python(), folder, [pin.requirement], "cpu", constraints, offline(wheel_dir))
+    constraints = pip_install.write_constraints(folder, pip_install.numpy_constraints())
+    command = pip_install.pip_command(pip_install.find_python(), folder, [pin.requirement], "cpu", constraints, offline(wheel_dir))
     code, cancelled, lines, stages = _run_pip(command)
     assert (code, cancelled) == (0, False), "\n".join(lines)
     assert any(line.startswith("Successfully installed") for line in lines)
@@ -393,7 +394,7 @@ def _torch_state():
 
 def test_device_report_on_this_machine():
     torch = _torch_state()
-    report = dm.device_report()
+    report = device_report.device_report()
     lines = report.splitlines()
     assert len(lines) == 2 and "ONNX Runtime" in lines[1]
     if torch is None:
@@ -412,9 +413,9 @@ def test_device_report_explains_an_unused_gpu(tmp_path):
     fake = tmp_path / "nvidia-smi"
     fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA Test GPU (UUID: GPU-0000)'\n")
     fake.chmod(0o755)
-    assert dm.nvidia_gpus(str(fake)) == ["GPU 0: NVIDIA Test GPU"]
-    assert dm.nvidia_gpus(str(tmp_path / "absent")) == []
-    report = dm.device_report(nvidia_smi=str(fake))
+    assert device_report.nvidia_gpus(str(fake)) == ["GPU 0: NVIDIA Test GPU"]
+    assert device_report.nvidia_gpus(str(tmp_path / "absent")) == []
+    report = device_report.device_report(nvidia_smi=str(fake))
     first = report.splitlines()[0]
     assert "CPU" in first and "GPU 0: NVIDIA Test GPU" in first
     if torch.version.cuda is None:

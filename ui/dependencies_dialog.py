@@ -21,6 +21,7 @@ from qgis.PyQt.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QFormL
                                  QRadioButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout)
 
 from . import dependency_manager as dm
+from . import device_report, pip_install
 from .dependency_manager import tr
 
 __all__ = ["tr", "default_packages_folder", "activate_profile_packages", "PipProcess", "DependenciesDialog"]
@@ -66,7 +67,7 @@ class PipProcess(QObject):
         process = QProcess(self)
         process.setProcessChannelMode(QProcess.MergedChannels)
         environment = QProcessEnvironment()
-        for key, value in dm.pip_environment(env).items():
+        for key, value in pip_install.pip_environment(env).items():
             environment.insert(key, value)
         process.setProcessEnvironment(environment)
         process.readyReadStandardOutput.connect(self._read)
@@ -90,7 +91,7 @@ class PipProcess(QObject):
     def _emit_line(self, line: str) -> None:
         self.log.append(line)
         self.lineReceived.emit(line)
-        stage = dm.pip_stage(line)
+        stage = pip_install.pip_stage(line)
         if stage:
             self.stageChanged.emit(stage)
 
@@ -165,10 +166,10 @@ class DependenciesDialog(QDialog):
         except dm.DependencyError as exc:
             self.feature_list, self._error = [], str(exc)
         try:
-            self.python: Optional[str] = python or dm.find_python()
+            self.python: Optional[str] = python or pip_install.find_python()
         except dm.DependencyError as exc:
             self.python, self._error = None, str(exc)
-        self.gpus = dm.nvidia_gpus(nvidia_smi)
+        self.gpus = device_report.nvidia_gpus(nvidia_smi)
         self.pip = PipProcess(self)
         self.pip.lineReceived.connect(self._log_line)
         self.pip.stageChanged.connect(self._stage)
@@ -360,8 +361,8 @@ class DependenciesDialog(QDialog):
             raise dm.DependencyError(self._error or tr("No Python found to run pip."))
         requirements = self.planned_requirements()
         self.folder.mkdir(parents=True, exist_ok=True)
-        constraints = dm.write_constraints(self.folder, dm.numpy_constraints())
-        return dm.pip_command(self.python, self.folder, requirements, self.torch_build(), constraints,
+        constraints = pip_install.write_constraints(self.folder, pip_install.numpy_constraints())
+        return pip_install.pip_command(self.python, self.folder, requirements, self.torch_build(), constraints,
                               self.pip_options)
 
     def install(self) -> None:
@@ -394,7 +395,7 @@ class DependenciesDialog(QDialog):
         if cancelled:
             message = tr("Cancelled.")
         elif not ok:
-            message = dm.explain_pip_failure(exit_code, "\n".join(self.pip.log))
+            message = pip_install.explain_pip_failure(exit_code, "\n".join(self.pip.log))
         else:
             message = self._summary()
         self.progress.setValue(1 if ok else 0)

@@ -7,11 +7,17 @@ TopoClear output follows:
   before anything runs (:func:`refuse_inputs_as_outputs`);
 * data goes to a hidden temporary file in the destination folder, named after the output and the
   writing process (``.<name>.<pid>.<random>.partial<ext>``), is flushed to disk (``fsync``),
-  closed and read back (a raster: every band's last block; a file: its size) before it is renamed
-  onto the output; a full disk, an I/O error or a cancel therefore never publishes a file;
+  closed and read back (a raster: its block table, every block must hold data, and every band's
+  last block; a file: its size) before it is renamed onto the output; a full disk, an I/O error or
+  a cancel therefore never publishes a file;
 * any failure removes the temporary file; temporary files left by earlier runs that were killed
   (their process is gone) are removed the next time the same output is written;
-* nothing is written anywhere but the output paths and their temporary files.
+* nothing is written anywhere but the output paths and their temporary files; names taken from
+  inputs (scene names, sample ids) become file names only through :func:`contained_path`, which
+  refuses any that would leave the output folder;
+* a raster that cannot fit on the disk is refused before it is computed (:func:`check_free_space`);
+* a folder of outputs (:func:`atomic_folder`) is built under a temporary name beside it and renamed
+  into place when complete; an existing folder that is not empty is never replaced.
 
 Files made by :func:`tempfile.mkstemp` are private (mode 0600); :func:`publish` gives them the
 mode a plain ``open(path, "w")`` would (0666 less the umask) before the move.
@@ -21,7 +27,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, Mapping, Optional, Sequence
@@ -64,8 +72,12 @@ def remove_stale_temporaries(path: os.PathLike | str) -> int:
     for name in names:
         match = pattern.match(name)
         if match and int(match.group(1)) != os.getpid() and not _process_alive(int(match.group(1))):
+            stale = path.parent / name
             try:
-                os.remove(path.parent / name)
+                if stale.is_dir() and not stale.is_symlink():
+                    shutil.rmtree(stale)
+                else:
+                    os.remove(stale)
                 removed += 1
             except OSError:
                 pass
@@ -112,12 +124,46 @@ def discard(tmp: os.PathLike | str) -> None:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return "the disk is full"
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        return "the file system is read-only"
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
     text = str(exc)
-    if "No space left" in text:
+    if _says_disk_full(exc):
         return "the disk is full"
     return getattr(exc, "strerror", None) or text
+
+
+def _says_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc).lower()
+    return "no space left" in text or "disk full" in text or "disk is full" in text
+
+
+def _free_bytes(folder: os.PathLike | str) -> Optional[int]:
+    try:
+        return shutil.disk_usage(str(folder)).free
+    except OSError:
+        return None
+
+
+def _size_text(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024.0
+    return f"{n:.1f} TB"
+
+
+def check_free_space(path: os.PathLike | str, needed: int) -> None:
+    """Raise :class:`OutputError` when ``path``'s folder has less than ``needed`` bytes free."""
+    free = _free_bytes(Path(path).parent)
+    if free is not None and free < needed:
+        raise OutputError(f"cannot write {path}: the disk is full ({_size_text(free)} free in {Path(path).parent}, "
+                          f"about {_size_text(needed)} needed); nothing was written")
 
 
 @contextmanager
@@ -128,12 +174,23 @@ def atomic_output(path: os.PathLike | str, suffix: str = ".partial") -> Iterator
     try:
         yield tmp
         if not os.path.isfile(tmp) or os.path.getsize(tmp) == 0:
-            raise OutputError(f"output {path}: nothing was written (the disk may be full)")
+            raise OutputError(f"cannot write {path}: nothing was written ({_reason_of_empty(path)})")
         publish(tmp, path)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
+        raise OutputError(f"cannot write {path}: {_reason(exc)}; nothing was written") from exc
+    except OutputError:
+        raise
+    except Exception as exc:  # writers of other libraries (safetensors, torch) report a full disk their way
+        if _says_disk_full(exc):
+            raise OutputError(f"cannot write {path}: the disk is full; nothing was written") from exc
+        raise
     finally:
         discard(tmp)
+
+
+def _reason_of_empty(path: os.PathLike | str) -> str:
+    free = _free_bytes(Path(path).parent)
+    return "the disk is full" if free is not None and free < 65536 else "the writer produced no data"
 
 
 def write_text_atomic(path: os.PathLike | str, text: str) -> None:
@@ -144,8 +201,8 @@ def write_text_atomic(path: os.PathLike | str, text: str) -> None:
             handle.write(data)
             handle.flush()
         if os.path.getsize(tmp) != len(data):
-            raise OutputError(f"output {path}: only {os.path.getsize(tmp)} of {len(data)} bytes were written "
-                              "(the disk may be full)")
+            raise OutputError(f"cannot write {path}: only {os.path.getsize(tmp)} of {len(data)} bytes were "
+                              "written (the disk is full); nothing was written")
 
 
 def check_writable(path: os.PathLike | str) -> Path:
@@ -155,10 +212,78 @@ def check_writable(path: os.PathLike | str) -> Path:
     if not folder.is_dir():
         raise OutputError(f"output {path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
-        raise OutputError(f"output {path}: folder {folder} is not writable")
+        raise OutputError(f"output {path}: folder {folder} is not writable ({why_not_writable(folder)})")
     if path.is_dir():
         raise OutputError(f"output {path} is a folder, expected a file name")
     return path
+
+
+def why_not_writable(folder: os.PathLike | str) -> str:
+    """Why a folder cannot be written: a read-only file system, or permissions."""
+    try:
+        st = os.statvfs(str(folder))
+        if st.f_flag & os.ST_RDONLY:
+            return "the file system is read-only"
+    except (OSError, AttributeError):
+        pass
+    return "permission denied"
+
+
+def contained_path(folder: os.PathLike | str, name: str, role: str = "name") -> Path:
+    """``folder / name`` for a ``name`` taken from an input (a scene name, a sample id); raises
+    :class:`InputError` for a name that is empty, absolute, holds a path separator or ``..``, or would
+    otherwise resolve outside ``folder``."""
+    text = str(name)
+    if not text or text in (".", "..") or os.path.isabs(text) or "/" in text or "\\" in text or "\0" in text \
+            or text.startswith(".."):
+        raise InputError(f"{role} {text!r} cannot be used as a file name inside {folder}: names must not be empty, "
+                         "absolute, or hold '/', '\\' or '..'; rename it (letters, digits, '-', '_', '.')")
+    target = Path(folder) / text
+    root = os.path.realpath(str(folder))
+    if not os.path.realpath(str(target)).startswith(root.rstrip(os.sep) + os.sep):
+        raise InputError(f"{role} {text!r} would write outside {folder}: rename it")
+    return target
+
+
+@contextmanager
+def atomic_folder(path: os.PathLike | str, replace_empty: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path`` to fill; on normal exit it is renamed onto ``path``, on
+    any error it is removed with everything in it. An existing ``path`` must be an empty folder
+    (``replace_empty``) or absent: a folder holding files is never replaced."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output folder {path} is a file, expected a folder")
+    if path.is_dir() and (not replace_empty or any(path.iterdir())):
+        raise OutputError(f"output folder {path} already holds files: choose an empty or a new folder "
+                          "(TopoClear never replaces a folder's contents)")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"output folder {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output folder {path}: folder {parent} is not writable ({why_not_writable(parent)})")
+    remove_stale_temporaries(path)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".partial", dir=str(parent)))
+    except OSError as exc:
+        raise OutputError(f"output folder {path}: cannot create a folder in {parent} ({_reason(exc)})") from exc
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.is_dir():
+            os.rmdir(path)  # empty (checked above); a file appearing meanwhile makes this fail
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write the output folder {path}: {_reason(exc)}; nothing was written") from exc
+    except OutputError:
+        raise
+    except Exception as exc:
+        if _says_disk_full(exc):
+            raise OutputError(f"cannot write the output folder {path}: the disk is full; nothing was written") \
+                from exc
+        raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def same_file(a: os.PathLike | str, b: os.PathLike | str) -> bool:
@@ -196,14 +321,19 @@ def check_geotiff_path(path: os.PathLike | str, role: str = "output") -> None:
         raise OutputError(f"{role}: {path} is written as a GeoTIFF: give it a .tif or .tiff name")
 
 
-def verify_raster(path: os.PathLike | str, grid: Grid, count: int) -> None:
-    """Re-open a finished raster and read every band's last block: :class:`OutputError` if it is not
-    complete (a full disk truncates files without failing the writes)."""
+def verify_raster(path: os.PathLike | str, grid: Grid, count: int,
+                  output: Optional[os.PathLike | str] = None) -> None:
+    """Re-open a finished raster (``path``, written for ``output``) and read every band's last block:
+    :class:`OutputError` if it is not complete (a full disk truncates files without failing the writes)."""
+    shown = output or path
     try:
         with rasterio.open(str(path)) as ds:
             if (ds.width, ds.height, ds.count) != (grid.width, grid.height, count):
-                raise OutputError(f"output {path}: {ds.width}x{ds.height}x{ds.count} written, "
-                                  f"{grid.width}x{grid.height}x{count} expected")
+                raise OutputError(f"cannot write {shown}: {ds.width}x{ds.height}x{ds.count} written, "
+                                  f"{grid.width}x{grid.height}x{count} expected; nothing was written")
+            missing = unwritten_block(ds)
+            if missing:
+                raise OSError(f"{missing} (a write failed without an error)")
             block_h, block_w = ds.block_shapes[0]
             row0 = max(0, ds.height - block_h)
             col0 = max(0, ds.width - block_w)
@@ -212,8 +342,53 @@ def verify_raster(path: os.PathLike | str, grid: Grid, count: int) -> None:
     except OutputError:
         raise
     except Exception as exc:  # GDAL raises several types for truncated files
-        raise OutputError(f"output {path} could not be read back after writing (the disk may be full): "
-                          f"{exc}") from exc
+        free = _free_bytes(Path(str(path)).parent)
+        if free is not None and free < 1 << 20:
+            why = f"the disk is full ({_size_text(free)} free in {Path(str(shown)).parent})"
+        else:
+            why = "the written file could not be read back complete"
+        raise OutputError(f"cannot write {shown}: {why}; nothing was written (GDAL: {exc})") from exc
+
+
+def unwritten_block(ds: rasterio.io.DatasetReader) -> Optional[str]:
+    """The first block of a GeoTIFF that holds no data in the file (its offset or size is 0, or it lies
+    past the end of the file), or None. GDAL reads such blocks as zeros: a write that failed on a full
+    disk without raising leaves them, and only the file's block table shows it."""
+    if ds.driver != "GTiff":
+        return None
+    size = os.path.getsize(ds.name)
+    block_h, block_w = ds.block_shapes[0]
+    across, down = -(-ds.width // block_w), -(-ds.height // block_h)
+    interleave = str(getattr(ds.interleaving, "name", ds.interleaving) or "").lower()
+    bands = range(1, ds.count + 1) if interleave == "band" else (1,)
+    for band in bands:
+        for y in range(down):
+            for x in range(across):
+                offset = ds.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=band)
+                length = ds.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=band)
+                if not offset or not length or int(offset) + int(length) > size:
+                    return f"block {x},{y} of band {band} holds no data"
+    return None
+
+
+def raster_bytes(grid: Grid, count: int, dtype: str, options: Optional[Mapping[str, object]] = None) -> int:
+    """Bytes an uncompressed GeoTIFF on ``grid`` takes (whole tiles, as GDAL writes them), or 0 when it
+    is compressed (its size cannot be known beforehand)."""
+    import numpy as np
+
+    opts = {str(k).upper(): str(v).upper() for k, v in (options or {}).items()}
+    if opts.get("COMPRESS", "NONE") != "NONE":
+        return 0
+    itemsize = np.dtype(dtype).itemsize
+    if opts.get("TILED", "NO") in ("YES", "TRUE", "1"):
+        bw, bh = int(opts.get("BLOCKXSIZE", 256)), int(opts.get("BLOCKYSIZE", 256))
+        tiles = -(-grid.width // bw) * -(-grid.height // bh)
+        return tiles * bw * bh * count * itemsize
+    return grid.width * grid.height * count * itemsize
+
+
+_ACTIVE: Dict[str, str] = {}  # real path -> what is being written there, by the writers open in this process
+_ACTIVE_LOCK = threading.Lock()
 
 
 class AtomicRasterWriter:
@@ -221,7 +396,9 @@ class AtomicRasterWriter:
 
     Use as a context manager: if the block raises (error or cancel), or the file cannot be closed,
     flushed or read back completely (a full disk), the temporary file is deleted, an
-    :class:`OutputError` says why, and any existing file at ``path`` is left untouched.
+    :class:`OutputError` says why, and any existing file at ``path`` is left untouched. A raster that
+    cannot fit in the free space is refused before anything is written, and two writers open at once
+    in this process on one file (two products given one path) are refused (:class:`InputError`).
     """
 
     def __init__(self, path: os.PathLike | str, grid: Grid, count: int, dtype: str,
@@ -239,18 +416,50 @@ class AtomicRasterWriter:
         self._tmp: Optional[str] = None
         self.dataset: Optional[rasterio.io.DatasetWriter] = None
 
+    def _what(self) -> str:
+        return self._descriptions[0] if self._descriptions else "raster"
+
     def __enter__(self) -> rasterio.io.DatasetWriter:
+        real = os.path.realpath(str(self.path))
+        with _ACTIVE_LOCK:
+            other = _ACTIVE.get(real)
+            if other is not None:
+                raise InputError(f"cannot write {self.path}: the {other} and the {self._what()} outputs are the same "
+                                 "file; give each output its own file")
+            _ACTIVE[real] = self._what()
+        self._real = real
+        try:
+            return self._enter()
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        with _ACTIVE_LOCK:
+            if _ACTIVE.get(getattr(self, "_real", None)) is not None:
+                del _ACTIVE[self._real]
+
+    def _enter(self) -> rasterio.io.DatasetWriter:
+        needed = raster_bytes(self.grid, self.count, self._profile["dtype"], self._profile)
+        if needed:
+            check_free_space(self.path, needed)
         self._tmp = temporary_beside(self.path, ".partial.tif")
         try:
             self.dataset = rasterio.open(self._tmp, "w", **self._profile)
         except Exception as exc:  # rasterio raises several types for bad profiles or full disks
             self._discard()
-            raise OutputError(f"cannot create output {self.path}: {_reason(exc)}") from exc
+            raise OutputError(f"cannot write {self.path}: {_reason(exc)}; nothing was written") from exc
         for i, text in enumerate(self._descriptions, start=1):
             self.dataset.set_band_description(i, text)
         return self.dataset
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            return self._exit(exc_type, exc)
+        finally:
+            self._release()
+
+    def _exit(self, exc_type, exc) -> bool:
         failed = exc_type is not None
         try:
             if self.dataset is not None:
@@ -259,12 +468,14 @@ class AtomicRasterWriter:
             self._discard()
             if failed:
                 return False
-            raise OutputError(f"cannot finish output {self.path}: {_reason(err)}") from err
+            raise OutputError(f"cannot write {self.path}: {_reason(err)}; nothing was written") from err
         if failed:
             self._discard()
+            if exc is not None and not isinstance(exc, (OutputError, InputError)) and _says_disk_full(exc):
+                raise OutputError(f"cannot write {self.path}: the disk is full; nothing was written") from exc
             return False
         try:
-            verify_raster(self._tmp, self.grid, self.count)
+            verify_raster(self._tmp, self.grid, self.count, self.path)
             publish(self._tmp, self.path)
         except Exception:
             self._discard()

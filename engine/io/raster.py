@@ -40,9 +40,30 @@ def open_raster(path: os.PathLike | str, role: str = "input raster") -> rasterio
     if os.path.isdir(path):
         raise InputError(f"{role}: {path} is a folder, expected a raster file (GeoTIFF, JP2, VRT...)")
     try:
-        return rasterio.open(path)
+        ds = rasterio.open(path)
     except RasterioIOError as exc:
-        raise InputError(f"{role}: {path} is not a raster GDAL can read ({exc})") from exc
+        raise InputError(f"{role}: {path} is not a raster GDAL can read (the file is of another kind, "
+                         f"truncated or corrupt: {exc})") from exc
+    try:
+        check_complete(ds, role)
+    except InputError:
+        ds.close()
+        raise
+    return ds
+
+
+def check_complete(ds: rasterio.DatasetReader, role: str = "input raster") -> None:
+    """Raise :class:`InputError` when a GeoTIFF's data stops early: its header opens but the last block
+    of a band cannot be read (a truncated copy or download). Other formats are left to their reads."""
+    if ds.driver != "GTiff":
+        return
+    try:
+        block_h, block_w = ds.block_shapes[0]
+        row0, col0 = max(0, ds.height - block_h), max(0, ds.width - block_w)
+        for band in range(1, ds.count + 1):
+            ds.read(band, window=Window(col0, row0, ds.width - col0, ds.height - row0))
+    except Exception as exc:  # rasterio raises several types for broken files
+        raise InputError(f"{role}: {ds.name} is truncated or corrupt: GDAL cannot read its data ({exc})") from exc
 
 
 def check_band(ds: rasterio.DatasetReader, band: int, role: str) -> None:
@@ -84,13 +105,38 @@ class Grid:
 
 
 def check_north_up(ds: rasterio.DatasetReader, role: str) -> None:
-    """Raise :class:`InputError` for rotated or south-up grids (not supported by the 3x3 kernels)."""
+    """Raise :class:`InputError` for rotated or south-up grids (not supported by the 3x3 kernels), grids
+    without a CRS and geographic grids reaching beyond the poles."""
     t = ds.transform
     if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
         raise InputError(f"{role}: {ds.name} has a rotated or south-up geotransform {tuple(t)[:6]}; "
                          "warp it to a north-up grid first (e.g. with gdalwarp)")
     if ds.crs is None:
         raise InputError(f"{role}: {ds.name} has no coordinate reference system")
+    check_geographic_extent(ds, role)
+
+
+#: Longitudes a geographic raster may span (degrees): one turn either side of the antimeridian.
+LONGITUDE_LIMIT = 360.0
+
+
+def check_geographic_extent(ds: rasterio.DatasetReader, role: str) -> None:
+    """Raise :class:`InputError` when a raster in a geographic CRS reaches beyond a pole (latitude
+    outside -90..90) or spans impossible longitudes: its georeferencing is wrong."""
+    crs = ds.crs
+    if crs is None or not crs.is_geographic:
+        return
+    left, bottom, right, top = ds.bounds
+    tolerance = 1e-9
+    for latitude in (bottom, top):
+        if not -90.0 - tolerance <= latitude <= 90.0 + tolerance:
+            raise InputError(f"{role}: {ds.name} reaches latitude {latitude:.6g} (its extent is {bottom:.6g} to "
+                             f"{top:.6g} degrees north), beyond the pole: latitudes lie within -90..90; "
+                             "fix its georeferencing")
+    for longitude in (left, right):
+        if not -LONGITUDE_LIMIT <= longitude <= LONGITUDE_LIMIT:
+            raise InputError(f"{role}: {ds.name} reaches longitude {longitude:.6g}, outside "
+                             f"-{LONGITUDE_LIMIT:g}..{LONGITUDE_LIMIT:g}: fix its georeferencing")
 
 
 def read_with_halo(ds: rasterio.DatasetReader, band: int, window: Window, halo: int,
