@@ -29,7 +29,7 @@ from ..engine.io.raster import check_complete
 from ..engine.progress import Monitor
 from ..qgis_common.errors import user_message
 from ..qgis_common.layers import LayerError, file_behind_layer
-from ..qgis_common.log import feedback_monitor
+from ..qgis_common.log import failing_run, feedback_monitor, run_starts
 from ..qgis_common.styles import style_when_loaded
 
 PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,9 +89,12 @@ def _guarded(method):
         try:
             return method(self, parameters, context, feedback)
         except QgsProcessingException:
+            failing_run()
             raise
         except Exception as exc:  # noqa: BLE001 - the one place every failure becomes a message
-            raise QgsProcessingException(self.failure_message(exc)) from None
+            message = self.failure_message(exc)
+            failing_run()
+            raise QgsProcessingException(message) from None
 
     processAlgorithm._topoclear_guarded = True
     return processAlgorithm
@@ -277,11 +280,13 @@ class TopoClearAlgorithm(QgsProcessingAlgorithm):
     def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API name)
         """The same checks again (callers may skip :meth:`checkParameterValues`); remembers which
         parameter holds which file, to name it in the messages of the run."""
+        run_starts()
         try:
             problem = self.parameter_problem(parameters, context) or self.contract_problem(parameters, context)
         except Exception as exc:
             problem = user_message(exc)
         if problem:
+            failing_run()
             raise QgsProcessingException(problem)
         inputs, folders, outputs = self._input_and_output_paths(parameters, context)
         self._named_paths = {**inputs, **folders, **outputs}
@@ -579,9 +584,10 @@ class TopoClearAlgorithm(QgsProcessingAlgorithm):
         return user_message(exc, getattr(self, "_named_paths", None), getattr(self, "_output_paths", None))
 
     @staticmethod
-    def style_output(context, output_path: str, style: str) -> None:
-        """Style ``output_path`` when Processing loads it into the project (main thread)."""
-        style_when_loaded(context, output_path, style)
+    def style_output(context, output_path: str, style: str, layer_name: Optional[str] = None) -> None:
+        """Style ``output_path`` (and name its layer ``layer_name``) when Processing loads it into the
+        project (main thread)."""
+        style_when_loaded(context, output_path, style, layer_name)
 
 
 class TorchAlgorithm(TopoClearAlgorithm):

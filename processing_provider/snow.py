@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsField, QgsFields,
+from qgis.core import (QgsCoordinateReferenceSystem, QgsField, QgsFields, QgsMapLayer, QgsProperty,
                        QgsProcessingOutputNumber, QgsProcessingParameterBand, QgsProcessingParameterBoolean,
                        QgsProcessingParameterEnum, QgsProcessingParameterExtent, QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
@@ -14,14 +14,17 @@ from ..engine.snow.mapping import snow_map
 from ..engine.snow.ndsi import compute_ndsi
 from ..engine.snow.requests import Sentinel2Input
 from ..engine.snow.statistics import snow_statistics
+from ..qgis_common.layers import display_name
 from ..qgis_common.snow_choices import (CLOUD_CHOICES, FSC_CHOICES, LIS_FIELDS, METHOD_CHOICES, NDSI_ROLES,
                                         RESOLUTION_CHOICES, SNOW_MAP_ROLES, THRESHOLD_FIELDS, ImageChoice,
-                                        SnowMapChoice, Threshold, band_label, key_at, labels, ndsi_request,
-                                        sentinel2_input, snow_map_request, snow_statistics_request)
+                                        SnowMapChoice, Threshold, key_at, ndsi_request, sentinel2_input,
+                                        snow_map_request, snow_statistics_request)
 from .base import TopoClearAlgorithm
 
 #: Processing parameter names of the bands (``GREEN_BAND``, ``GREEN_FILE``...).
 BAND_PARAMETERS = {"B3": "GREEN", "B4": "RED", "B11": "SWIR"}
+#: How the bands are named in the parameters' labels (short: the dialog is narrow).
+BAND_LABELS = {"B3": "Green (B3)", "B4": "Red (B4)", "B11": "SWIR1 (B11)"}
 
 INPUT_HELP = (
     "<p><b>Sentinel-2 input</b>: a <i>band stack</i> (13-band L1C in the order B1..B12 with B8A and B10, "
@@ -40,33 +43,167 @@ INPUT_HELP = (
     "tiles are processed window by window with bounded memory.</p>")
 
 
+def menu(choices) -> list:
+    """The entries of a Processing menu: each choice's title (its label up to the explanation after ': '),
+    short enough for the dialog; the whole labels are in the parameter's help."""
+    return [c.label.split(": ")[0] for c in choices]
+
+
+def menu_help(intro: str, choices) -> str:
+    return intro + " " + "; ".join(c.label for c in choices) + "."
+
+
+#: Tooltip help of the Sentinel-2 parameters (QGIS shows it over the label, where it supports parameter help);
+#: ``BAND`` and ``FILE`` stand for every ``<band>_BAND`` and ``<band>_FILE``.
+S2_HELP = {
+    "INPUT": "A band stack (13-band L1C, 12-band L2A or the 10-band 10 m + 20 m set), one band file of the product "
+             "(the other bands are found beside it) or a SENTINEL2_L2A subdataset. Leave it empty when a product "
+             "folder is given below, or every band as a separate file.",
+    "SAFE": "A .SAFE folder (the 20 m bands of an L2A product are used), or a folder of band files named like "
+            "..._B03.tif; it replaces the image above.",
+    "BAND": "A band number of the image above, overriding the automatic choice (empty: found from the layout or "
+            "the band descriptions).",
+    "FILE": "A separate single-band file for this band (its band 1), overriding the automatic choice (empty: "
+            "found from the image).",
+    "RESOLUTION": menu_help("The grid of the output:", RESOLUTION_CHOICES) + " On the coarsest grid the 10 m bands "
+                  "are averaged over each 20 m cell; on the finest the 20 m bands are repeated.",
+    "DN_OFFSET": "Added to the digital numbers before dividing by the quantification value: reflectance = "
+                 "(DN + offset) / quantification. Empty: read from the product's MTD_MSIL*.xml, else -1000 from "
+                 "processing baseline 04.00 (in the product name), else 0.",
+    "QUANTIFICATION": "Reflectance = (DN + offset) / quantification. Empty: from the metadata, else 10000 for "
+                      "integer bands and 1 for floating-point reflectance. Needed for 8-bit (scaled) products.",
+    "EXTENT": "Compute only this area (in any CRS); empty: the whole image.",
+}
+#: Tooltip help of the snow map's own parameters.
+SNOW_MAP_HELP = {
+    "METHOD": menu_help("How snow is told from no snow:", METHOD_CHOICES),
+    "DEM": "Elevations for Let It Snow's snowline and pass 2, any CRS and resolution (aligned onto the image "
+           "grid). Without a DEM only pass 1 runs; the single threshold does not use it.",
+    "DEM_BAND": "The band of the DEM holding the elevations (default: band 1).",
+    "CLOUD_SOURCE": menu_help("Where the clouds come from:", CLOUD_CHOICES),
+    "CLOUD_MASK": "The cloud mask or the L2A scene classification (SCL) raster, on any grid covering the image. "
+                  "Used by the Automatic, SCL and Cloud mask raster choices above.",
+    "RED_TEST": "Single-threshold method: snow also needs a red reflectance above the red threshold (removes "
+                "water, whose NDSI is often high).",
+    "OUTPUT": "The snow map, a GeoTIFF (.tif): 100 snow, 0 no snow, 205 cloud, 255 nodata.",
+    "FSC": "Optional Float32 GeoTIFF of the fraction of each snow pixel covered by snow (0-1).",
+    "FSC_FORMULA": menu_help("The NDSI-to-fraction formula:", FSC_CHOICES),
+}
+#: Tooltip help of the snow statistics' parameters.
+SNOW_STATS_HELP = {
+    "INPUT": "A snow map with the Let It Snow classes (100 snow, 0 no snow, 205 cloud, 255 nodata), as the Snow "
+             "map algorithm writes it.",
+    "BAND": "The band of the snow map holding the classes (default: band 1).",
+    "DEM": "Elevations for the table by elevation band, any CRS and resolution (aligned onto the map's grid). "
+           "Empty: no table, the figures only.",
+    "DEM_BAND": "The band of the DEM holding the elevations (default: band 1).",
+    "BAND_HEIGHT": "The height of the table's elevation bands, in metres; bands start at multiples of it.",
+    "OUTPUT_TABLE": "The table by elevation band, opened in QGIS (needs a DEM).",
+    "OUTPUT_CSV": "The same table as a CSV file (needs a DEM).",
+}
+#: Help of the thresholds, by the key of their :class:`~topoclear.qgis_common.snow_choices.Threshold`.
+THRESHOLD_HELP = {
+    "ndsi_threshold": "Single-threshold method: snow where the NDSI is above this value (0.40).",
+    "red_threshold": "Single-threshold method, with the red test: snow also needs red reflectance above this.",
+    "ndsi_pass1": "Let It Snow pass 1 (whole image): snow where the NDSI is above this value.",
+    "red_pass1": "Let It Snow pass 1: snow also needs red reflectance above this value.",
+    "ndsi_pass2": "Let It Snow pass 2 (above the snowline, needs a DEM): snow where the NDSI is above this value.",
+    "red_pass2": "Let It Snow pass 2: snow also needs red reflectance above this value.",
+    "fsnow_lim": "Snowline: the first elevation band (from the bottom) whose pass-1 snow fraction is above this "
+                 "value sets the snowline.",
+    "fclear_lim": "Snowline: only elevation bands whose cloud-free fraction is above this value count.",
+    "fsnow_total_lim": "Snowline: searched only when pass-1 snow covers more than this fraction of the image.",
+    "red_darkcloud": "Dark clouds: mask clouds whose red reflectance, averaged over blocks, is below this value are "
+                     "released to the snow tests.",
+    "darkcloud_scale": "Dark clouds: the size of the averaging blocks, in metres (0: pixel by pixel).",
+    "red_backtocloud": "Mask clouds that are not snow stay cloud when their red reflectance is above this value, "
+                       "else they become no snow.",
+    "band_height": "Snowline: the height of the elevation bands, in metres.",
+}
+
+
+def _given(value) -> bool:
+    """Whether a parameter value names something (not None, an empty text or a dialog's NULL)."""
+    if isinstance(value, (QgsMapLayer, QgsProperty)):
+        return True
+    if value is None:
+        return False
+    if hasattr(value, "isNull") and value.isNull():
+        return False
+    return bool(str(value).strip())
+
+
 class SnowAlgorithm(TopoClearAlgorithm):
     GROUP = "Snow"
     GROUP_ID = "snow"
+    #: The bands the algorithm reads through its Sentinel-2 parameters (none: it has none).
+    ROLES: tuple = ()
+    #: Tooltip help of the algorithm's parameters, by name (thresholds: :data:`THRESHOLD_HELP`).
+    PARAMETER_HELP: dict = S2_HELP
+
+    def addParameter(self, parameter, createOutput=True):  # noqa: N802,N803 (QGIS API names)
+        """Every parameter with its tooltip help (:attr:`PARAMETER_HELP`, :data:`THRESHOLD_HELP`)."""
+        name = parameter.name()
+        prefix, _, suffix = name.rpartition("_")
+        kind = suffix if prefix in BAND_PARAMETERS.values() and suffix in ("BAND", "FILE") else name
+        thresholds = {f.name: f.key for f in THRESHOLD_FIELDS + LIS_FIELDS}
+        text = THRESHOLD_HELP.get(thresholds.get(name, "")) or self.PARAMETER_HELP.get(kind)
+        if text and hasattr(parameter, "setHelp"):  # not in every QGIS 3: the labels say what matters
+            parameter.setHelp(text)
+        return super().addParameter(parameter, createOutput)
 
     def add_s2_parameters(self, roles):
+        # Optional only because a product folder (SAFE) or band files may replace it: parameter_problem
+        # asks for one of them before a run.
         self.addParameter(QgsProcessingParameterRasterLayer(
-            "INPUT", "Sentinel-2 layer (band stack, one band file of the product, or a SAFE subdataset)",
-            optional=True))
+            "INPUT", "Sentinel-2 image (or a product folder below)", optional=True))
         self.addParameter(QgsProcessingParameterFile(
-            "SAFE", "...or a Sentinel-2 product folder (.SAFE, or a folder of band files)",
+            "SAFE", "...or a product folder (.SAFE)",
             behavior=QgsProcessingParameterFile.Folder, optional=True))
         for role in roles:
             self.addParameter(QgsProcessingParameterBand(f"{BAND_PARAMETERS[role]}_BAND",
-                                                         f"{band_label(role)} band of the layer [automatic]", None,
+                                                         f"{BAND_LABELS[role]} band [automatic]", None,
                                                          "INPUT", optional=True))
         for role in roles:
             self.addParameter(self.advanced(QgsProcessingParameterRasterLayer(
-                f"{BAND_PARAMETERS[role]}_FILE", f"{band_label(role)} band as a separate file (its band 1) "
-                "[automatic]", optional=True)))
+                f"{BAND_PARAMETERS[role]}_FILE", f"{BAND_LABELS[role]} as a separate file",
+                optional=True)))
         self.addParameter(self.advanced(QgsProcessingParameterEnum("RESOLUTION", "Output grid",
-                                                                   labels(RESOLUTION_CHOICES), defaultValue=0)))
+                                                                   menu(RESOLUTION_CHOICES), defaultValue=0)))
         self.addParameter(self.advanced(self.number(
-            "DN_OFFSET", "DN offset added before scaling [automatic from the metadata]", None, optional=True)))
+            "DN_OFFSET", "DN offset [from the metadata]", None, optional=True)))
         self.addParameter(self.advanced(self.number(
-            "QUANTIFICATION", "Quantification value: reflectance = (DN + offset) / value [automatic]", None,
+            "QUANTIFICATION", "Quantification [from the metadata]", None,
             minimum=1e-9, optional=True)))
         self.addParameter(QgsProcessingParameterExtent("EXTENT", "Limit to extent [whole image]", optional=True))
+
+    def parameter_problem(self, parameters, context):
+        """The contract's checks, then what the snow tools need: an image (a layer, a product folder or every
+        band as a file)."""
+        problem = super().parameter_problem(parameters, context)
+        if problem or not self.ROLES:
+            return problem
+        files = [f"{BAND_PARAMETERS[role]}_FILE" for role in self.ROLES]
+        if not _given(parameters.get("INPUT")) and not _given(parameters.get("SAFE")) and \
+                not all(_given(parameters.get(name)) for name in files):
+            return (f"INPUT: choose a Sentinel-2 layer or a product folder (SAFE), or give every band as a file "
+                    f"({', '.join(files)})")
+        return None
+
+    def image_name(self, parameters, context) -> str:
+        """How the user knows the image: the layer's name, the product folder's, else the first band file's."""
+        if _given(parameters.get("SAFE")):
+            return display_name(None, self.parameterAsFile(parameters, "SAFE", context))
+        for name in ["INPUT"] + [f"{BAND_PARAMETERS[role]}_FILE" for role in self.ROLES]:
+            if _given(parameters.get(name)):
+                layer = self.parameterAsRasterLayer(parameters, name, context)
+                return display_name(layer, None if layer is not None else str(parameters.get(name)))
+        return ""
+
+    def output_name(self, what: str, parameters, context) -> str:
+        """The name of an output layer: ``"<what> of <the image's name>"``."""
+        name = self.image_name(parameters, context)
+        return f"{what} of {name}" if name else what
 
     def optional_number(self, parameters, name, context):
         return None if parameters.get(name) in (None, "") else self.parameterAsDouble(parameters, name, context)
@@ -102,6 +239,8 @@ class SnowAlgorithm(TopoClearAlgorithm):
 
 class NdsiAlgorithm(SnowAlgorithm):
     NAME = "ndsi"
+    ROLES = NDSI_ROLES
+    PARAMETER_HELP = {**S2_HELP, "OUTPUT": "The NDSI, a Float32 GeoTIFF (.tif), nodata -9999."}
     DISPLAY = "NDSI (normalized difference snow index)"
     HELP = ("<p>Normalized difference snow index of a Sentinel-2 image: <b>NDSI = (green - SWIR1) / "
             "(green + SWIR1)</b> with green = B3 (560 nm) and SWIR1 = B11 (1610 nm), on reflectance. Snow is bright "
@@ -118,12 +257,14 @@ class NdsiAlgorithm(SnowAlgorithm):
         request = ndsi_request(self.image(parameters, context, NDSI_ROLES),
                                self.parameterAsOutputLayer(parameters, "OUTPUT", context))
         output, _ = self.run_engine(lambda: compute_ndsi(request, self.monitor(feedback)), feedback)
-        self.style_output(context, output, "ndsi")
+        self.style_output(context, output, "ndsi", self.output_name("NDSI", parameters, context))
         return {"OUTPUT": output}
 
 
 class SnowMapAlgorithm(SnowAlgorithm):
     NAME = "snowmap"
+    ROLES = SNOW_MAP_ROLES
+    PARAMETER_HELP = {**S2_HELP, **SNOW_MAP_HELP}
     DISPLAY = "Snow map (Let It Snow or NDSI threshold)"
     HELP = (
         "<p>Snow cover map of a Sentinel-2 image with the Theia / Let It Snow classes: <b>100 snow, 0 no snow, "
@@ -162,30 +303,43 @@ class SnowMapAlgorithm(SnowAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_s2_parameters(SNOW_MAP_ROLES)
-        self.addParameter(QgsProcessingParameterEnum("METHOD", "Method", labels(METHOD_CHOICES), defaultValue=0))
-        self.addParameter(QgsProcessingParameterRasterLayer("DEM", "DEM (Let It Snow snowline) [optional]",
-                                                            optional=True))
+        self.addParameter(QgsProcessingParameterEnum("METHOD", "Method", menu(METHOD_CHOICES), defaultValue=0))
+        self.addParameter(QgsProcessingParameterRasterLayer("DEM", "DEM (Let It Snow snowline)", optional=True))
         self.addParameter(self.advanced(QgsProcessingParameterBand("DEM_BAND", "Elevation band", 1, "DEM",
                                                                    optional=True)))
-        self.addParameter(QgsProcessingParameterEnum("CLOUD_SOURCE", "Cloud mask", labels(CLOUD_CHOICES),
+        self.addParameter(QgsProcessingParameterEnum("CLOUD_SOURCE", "Cloud mask", menu(CLOUD_CHOICES),
                                                      defaultValue=0))
-        self.addParameter(QgsProcessingParameterRasterLayer("CLOUD_MASK", "Cloud mask or SCL raster [optional]",
-                                                            optional=True))
-        ndsi, red = THRESHOLD_FIELDS
-        self.addParameter(self.threshold_parameter(ndsi))
-        self.addParameter(QgsProcessingParameterBoolean("RED_TEST", "Single threshold: also require red above "
-                                                        "the red threshold", True))
-        self.addParameter(self.threshold_parameter(red))
+        self.addParameter(QgsProcessingParameterRasterLayer("CLOUD_MASK", "Cloud mask or SCL raster", optional=True))
+        # the default method's thresholds in view, the single threshold's under Advanced
         for field in LIS_FIELDS:
-            self.addParameter(self.advanced(self.threshold_parameter(field)))
+            self.addParameter(self.threshold_parameter(field))
+        ndsi, red = THRESHOLD_FIELDS
+        self.addParameter(self.advanced(self.threshold_parameter(ndsi)))
+        self.addParameter(self.advanced(QgsProcessingParameterBoolean("RED_TEST", "Single threshold: also test "
+                                                                      "the red band", True)))
+        self.addParameter(self.advanced(self.threshold_parameter(red)))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Snow map"))
         self.addParameter(QgsProcessingParameterRasterDestination("FSC", "Fractional snow cover", optional=True,
                                                                   createByDefault=False))
         self.addParameter(self.advanced(QgsProcessingParameterEnum("FSC_FORMULA", "Fractional snow cover formula",
-                                                                   labels(FSC_CHOICES), defaultValue=0)))
+                                                                   menu(FSC_CHOICES), defaultValue=0)))
         for name, label in (("SNOW_AREA_KM2", "Snow area (km2)"), ("SNOW_PERCENT", "Snow (% of the valid area)"),
                             ("CLOUD_PERCENT", "Cloud (% of the valid area)"), ("SNOWLINE", "Snowline (m)")):
             self.addOutput(QgsProcessingOutputNumber(name, label))
+
+    def parameter_problem(self, parameters, context):
+        """The Sentinel-2 checks, then a cloud mask choice that needs a raster and has none."""
+        problem = super().parameter_problem(parameters, context)
+        if problem:
+            return problem
+        if not _given(parameters.get("CLOUD_SOURCE")) or _given(parameters.get("CLOUD_MASK")):
+            return None
+        index = self.parameterAsEnum(parameters, "CLOUD_SOURCE", context)
+        if 0 <= index < len(CLOUD_CHOICES) and CLOUD_CHOICES[index].key == "raster":
+            title = menu(CLOUD_CHOICES)[index]
+            return (f"CLOUD_MASK: '{title}' was chosen as the cloud mask (CLOUD_SOURCE) but no raster was given: "
+                    "choose the raster, or another cloud mask option")
+        return None
 
     def choice(self, parameters, context) -> SnowMapChoice:
         """What the parameters ask for, as the snow tools' shared choice."""
@@ -216,18 +370,20 @@ class SnowMapAlgorithm(SnowAlgorithm):
             for band in result.pass1_bands:
                 feedback.pushInfo(f"  {band.z_min:.0f}-{band.z_max:.0f}: {band.total} / {band.snow} / "
                                   f"{band.no_snow} / {band.cloud}")
-        self.style_output(context, request.output, "snowmap")
+        self.style_output(context, request.output, "snowmap", self.output_name("Snow map", parameters, context))
         outputs = {"OUTPUT": request.output, "SNOW_AREA_KM2": result.snow_area_km2,
                    "SNOW_PERCENT": result.snow_percent, "CLOUD_PERCENT": result.cloud_percent,
                    "SNOWLINE": result.snowline}
         if request.fsc_output:
-            self.style_output(context, request.fsc_output, "fsc")
+            self.style_output(context, request.fsc_output, "fsc",
+                              self.output_name("Fractional snow cover", parameters, context))
             outputs["FSC"] = request.fsc_output
         return outputs
 
 
 class SnowStatsAlgorithm(SnowAlgorithm):
     NAME = "snowstats"
+    PARAMETER_HELP = SNOW_STATS_HELP
     DISPLAY = "Snow statistics (area, snowline, elevation bands)"
     HELP = ("<p>Figures of a snow map (classes 100 snow, 0 no snow, 205 cloud, 255 nodata, as written by "
             "<i>Snow map</i>): <b>snow area</b> in km<sup>2</sup> (pixel count x pixel area; true areas on "
@@ -246,7 +402,7 @@ class SnowStatsAlgorithm(SnowAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Snow map"))
         self.addParameter(self.advanced(QgsProcessingParameterBand("BAND", "Snow map band", 1, "INPUT",
                                                                    optional=True)))
-        self.addParameter(QgsProcessingParameterRasterLayer("DEM", "DEM (for the elevation-band table) [optional]",
+        self.addParameter(QgsProcessingParameterRasterLayer("DEM", "DEM (for the elevation-band table)",
                                                             optional=True))
         self.addParameter(self.advanced(QgsProcessingParameterBand("DEM_BAND", "Elevation band", 1, "DEM",
                                                                    optional=True)))

@@ -6,8 +6,10 @@ from qgis.core import (QgsProcessingException, QgsProcessingParameterBand, QgsPr
                        QgsProcessingParameterRasterLayer)
 
 from ..engine.sentinel2.metadata import SunAngles, read_sun_angles
-from ..engine.terrain.derivatives import DEFAULT_SUN, EDGE_MODES, SLOPE_UNITS, TerrainOptions, compute_terrain
+from ..engine.terrain.derivatives import (DEFAULT_SUN, EDGE_MODES, MAX_Z_FACTOR, SLOPE_UNITS, TerrainOptions,
+                                          compute_terrain)
 from ..engine.terrain.stack import RESAMPLING_METHODS, terrain_stack
+from ..qgis_common.layers import display_name
 from .base import TopoClearAlgorithm
 
 EDGE_HELP = (
@@ -21,31 +23,72 @@ EDGE_HELP = (
     "so rasters of any size work with little memory.</p>"
 )
 RESAMPLING_NAMES = list(RESAMPLING_METHODS)
-EDGE_LABELS = ["QGIS-like: one-sided differences at edges and beside nodata",
-               "GDAL-like: nodata where the 3x3 window is incomplete"]
+EDGE_LABELS = ["QGIS-like (one-sided at edges)", "GDAL-like (nodata at edges)"]
+#: Tooltip help of the parameters (QGIS shows it over the label, where it supports parameter help).
+PARAMETER_HELP = {
+    "INPUT": "The elevation raster, in any CRS and resolution. DEMs in degrees are handled: horizontal "
+             "distances are converted to metres row by row. Nodata cells give nodata.",
+    "BAND": "The band of the DEM holding the elevations (default: band 1).",
+    "Z_FACTOR": "Multiplies the elevations before the gradients: 1 when elevations and horizontal units are "
+                f"both metres; e.g. 0.3048 for elevations in feet. Larger values exaggerate the relief "
+                f"(at most {MAX_Z_FACTOR:g}).",
+    "EDGE_MODE": "QGIS-like fills the raster border and the cells beside nodata with one-sided differences, "
+                 "as QGIS does; GDAL-like writes nodata wherever the 3x3 window is incomplete (it touches "
+                 "nodata or the raster edge), as gdaldem does.",
+    "OUTPUT_NODATA": "The value written where the result is unknown (nodata DEM cells, and edges in GDAL-like "
+                     "mode).",
+    "METADATA": "A Sentinel-2 MTD_TL.xml, or the product's .SAFE folder typed as a path: the relief is lit by the "
+                "scene's mean sun (zenith and azimuth of the tile). Empty: the azimuth and zenith below.",
+    "AZIMUTH": "Direction the light comes from, degrees clockwise from north (315 = north-west). Used when no "
+               "metadata is given.",
+    "ZENITH": "Angle of the sun from the vertical, degrees (altitude = 90 - zenith). Used when no metadata is "
+              "given, and by the multidirectional mode.",
+    "MULTIDIRECTIONAL": "Blend lights from 225, 270, 315 and 360 degrees, each weighted by how squarely it meets "
+                        "the slope (as gdaldem -multidirectional), at the zenith angle above.",
+    "UNITS": "Degrees (0-90) or percent (100 x rise / run).",
+    "FLAT_VALUE": "The aspect written for flat cells (no downslope direction); empty: nodata.",
+    "REFERENCE": "The raster the stack is aligned to, normally the Sentinel-2 scene to be cleared: its CRS, "
+                 "extent and pixel size make the stack's grid.",
+    "RESAMPLING": "How slope, aspect (through its sine and cosine), hillshade and elevation computed on the "
+                  "DEM's grid are resampled onto the reference grid.",
+    "MIN_COVERAGE": "Refuse a DEM covering less than this share of the reference extent (0: any overlap is "
+                    "enough; uncovered cells are nodata).",
+    "OUTPUT": "A GeoTIFF (.tif); TopoClear never overwrites an input.",
+}
 
 
 class TerrainAlgorithm(TopoClearAlgorithm):
     GROUP = "Terrain"
     GROUP_ID = "terrain"
 
+    def addParameter(self, parameter, createOutput=True):  # noqa: N802,N803 (QGIS API names)
+        """Every parameter with its tooltip help (:data:`PARAMETER_HELP`)."""
+        if parameter.name() in PARAMETER_HELP and hasattr(parameter, "setHelp"):  # not in every QGIS 3
+            parameter.setHelp(PARAMETER_HELP[parameter.name()])
+        return super().addParameter(parameter, createOutput)
+
     def add_dem_parameters(self):
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "DEM (elevation raster)"))
         self.addParameter(QgsProcessingParameterBand("BAND", "Elevation band", 1, "INPUT", optional=True))
         self.addParameter(self.number("Z_FACTOR", "Z-factor (vertical exaggeration or unit conversion)", 1.0,
-                                      minimum=1e-9))
+                                      minimum=1e-9, maximum=MAX_Z_FACTOR))
         self.addParameter(self.advanced(QgsProcessingParameterEnum("EDGE_MODE", "Edges and nodata", EDGE_LABELS,
                                                                    defaultValue=0)))
         self.addParameter(self.advanced(self.number("OUTPUT_NODATA", "Output nodata value", -9999.0)))
 
-    def add_sun_parameters(self, metadata_help: str):
+    def add_sun_parameters(self, metadata_label: str):
         self.addParameter(QgsProcessingParameterFile(
-            "METADATA", metadata_help, optional=True,
+            "METADATA", metadata_label, optional=True,
             fileFilter="Sentinel-2 metadata (MTD_TL.xml MTD_MSIL1C.xml MTD_MSIL2A.xml);;All files (*)"))
-        self.addParameter(self.number("AZIMUTH", "Sun azimuth, degrees clockwise from north (without metadata)",
+        self.addParameter(self.number("AZIMUTH", "Sun azimuth, degrees from north (without metadata)",
                                       DEFAULT_SUN.azimuth, 0.0, 360.0))
-        self.addParameter(self.number("ZENITH", "Sun zenith angle, degrees from vertical (without metadata)",
+        self.addParameter(self.number("ZENITH", "Sun zenith, degrees from vertical (without metadata)",
                                       DEFAULT_SUN.zenith, 0.0, 90.0))
+
+    def output_name(self, what: str, parameters, context, dem: str) -> str:
+        """The name of the output layer: ``"<what> of <the DEM's name>"``."""
+        name = display_name(self.parameterAsRasterLayer(parameters, "INPUT", context), dem)
+        return f"{what} of {name}" if name else what
 
     def sun_angles(self, parameters, context, feedback) -> SunAngles:
         metadata = self.parameterAsFile(parameters, "METADATA", context)
@@ -69,7 +112,7 @@ class TerrainAlgorithm(TopoClearAlgorithm):
         options = self.options(parameters, context, **extra)
         self.run_engine(lambda: compute_terrain(dem, {product: output}, band, options, self.monitor(feedback)),
                         feedback)
-        self.style_output(context, output, style)
+        self.style_output(context, output, style, self.output_name(product.capitalize(), parameters, context, dem))
         return {"OUTPUT": output}
 
 
@@ -125,8 +168,9 @@ class HillshadeAlgorithm(TerrainAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_dem_parameters()
-        self.add_sun_parameters("Sentinel-2 metadata for the sun angles (MTD_TL.xml or .SAFE folder) [optional]")
-        self.addParameter(QgsProcessingParameterBoolean("MULTIDIRECTIONAL", "Multidirectional", False))
+        self.add_sun_parameters("Sun from Sentinel-2 metadata")
+        self.addParameter(QgsProcessingParameterBoolean("MULTIDIRECTIONAL",
+                                                        "Multidirectional (lights from 225, 270, 315, 360°)", False))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Hillshade"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -153,7 +197,7 @@ class TerrainStackAlgorithm(TerrainAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_dem_parameters()
         self.addParameter(QgsProcessingParameterRasterLayer("REFERENCE", "Reference raster (the Sentinel-2 scene)"))
-        self.add_sun_parameters("Sentinel-2 metadata of the scene (MTD_TL.xml or .SAFE folder) [optional]")
+        self.add_sun_parameters("Sun from the scene's metadata")
         self.addParameter(QgsProcessingParameterEnum("RESAMPLING", "Resampling onto the reference grid",
                                                      RESAMPLING_NAMES, defaultValue=RESAMPLING_NAMES.index("bilinear")))
         self.addParameter(self.advanced(self.number("MIN_COVERAGE", "Minimum DEM coverage of the reference (%)",
@@ -172,5 +216,5 @@ class TerrainStackAlgorithm(TerrainAlgorithm):
             raise QgsProcessingException(f"OUTPUT: the terrain stack is written as GeoTIFF; got {output}")
         self.run_engine(lambda: terrain_stack(dem, reference, output, band, options, resampling,
                                               self.monitor(feedback), min_coverage=coverage), feedback)
-        self.style_output(context, output, "terrain_stack")
+        self.style_output(context, output, "terrain_stack", self.output_name("Terrain stack", parameters, context, dem))
         return {"OUTPUT": output}

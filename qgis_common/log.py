@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from qgis.core import Qgis, QgsMessageLog
+from qgis.core import Qgis, QgsApplication, QgsMessageLog
 
 from ..engine.progress import Monitor
 
@@ -21,6 +21,34 @@ def log_warning(text: str) -> None:
 
 def log_error(text: str) -> None:
     QgsMessageLog.logMessage(text, TAG, Qgis.Critical)
+
+
+#: The name :func:`QgsApplication.platform` gives inside the ``qgis_process`` command-line tool.
+COMMAND_LINE_PLATFORM = "qgis_process"
+_echo_paused = False
+
+
+def failing_run() -> None:
+    """Called as a run fails, just before its ``QgsProcessingException`` is raised: on the command line,
+    pause the message log until the next run, so that the error is printed once.
+
+    ``qgis_process`` prints every Critical message of QGIS's message log on stderr, and QGIS logs a
+    failed run's error twice (``QgsProcessingAlgorithm::run``/``prepare`` log the exception, and
+    ``QgsProcessingFeedback::reportError`` logs what it reports) besides the ``ERROR:`` line the tool's
+    feedback prints itself: without the pause the user reads every error three times. In the desktop
+    application (any other platform) nothing changes: the log panel keeps every message."""
+    global _echo_paused
+    if QgsApplication.platform() == COMMAND_LINE_PLATFORM and not _echo_paused:
+        QgsApplication.messageLog().blockSignals(True)
+        _echo_paused = True
+
+
+def run_starts() -> None:
+    """Called as a run starts: the message log speaks again if :func:`failing_run` paused it."""
+    global _echo_paused
+    if _echo_paused:
+        QgsApplication.messageLog().blockSignals(False)
+        _echo_paused = False
 
 
 def feedback_monitor(feedback) -> Monitor:

@@ -3,8 +3,9 @@
 The menus (method, cloud mask, fractional snow cover formula, output grid), the tunable thresholds
 with their ranges and labels, and the builders of
 :class:`~topoclear.engine.snow.requests.NdsiRequest`,
-:class:`~topoclear.engine.snow.requests.SnowMapRequest` and
-:class:`~topoclear.engine.snow.requests.SnowStatisticsRequest` from plain values (file paths,
+:class:`~topoclear.engine.snow.requests.SnowMapRequest`,
+:class:`~topoclear.engine.snow.requests.SnowStatisticsRequest` and (a season of several dates)
+:class:`~topoclear.engine.snow.series.SnowSeriesRequest` from plain values (file paths,
 numbers, keys): ``processing_provider/snow.py`` reads them from its parameters, ``ui/snow_dock.py``
 from its widgets. Menus are in a fixed order: a Processing enum index means the same choice in
 every version. Failures are :class:`~topoclear.engine.errors.InputError` with a message for the user.
@@ -18,7 +19,9 @@ from ..engine.clouds.masks.kinds import MaskMethod, mask_method, mask_methods
 from ..engine.errors import InputError
 from ..engine.sentinel2.bands import Override
 from ..engine.snow.parameters import AUTO_CLOUD_DESCRIPTION, CloudInput, SnowParameters
+from ..engine.snow.dates import parse_date, parse_date_list
 from ..engine.snow.requests import Bounds, NdsiRequest, Sentinel2Input, SnowMapRequest, SnowStatisticsRequest
+from ..engine.snow.series import SeriesScene, SnowSeriesRequest
 from ..models.bands import ROLE_LABELS
 
 
@@ -56,8 +59,8 @@ FSC_CHOICES: Tuple[Choice, ...] = (
     Choice("gascoin", "Gascoin et al. 2020 (Sentinel-2, LIS): 0.5 tanh(2.65 NDSI - 1.42) + 0.5"),
     Choice("salomonson", "Salomonson & Appel 2004 (MODIS): 1.45 NDSI - 0.01"))
 RESOLUTION_CHOICES: Tuple[Choice, ...] = (
-    Choice("coarsest", "Coarsest band grid (20 m for Sentinel-2, as Let It Snow)"),
-    Choice("finest", "Finest band grid (10 m; 20 m bands repeated)"))
+    Choice("coarsest", "Coarsest band grid (20 m, as Let It Snow)"),
+    Choice("finest", "Finest band grid (10 m)"))
 #: The bands of each snow tool.
 NDSI_ROLES = ("B3", "B11")
 SNOW_MAP_ROLES = ("B3", "B4", "B11")
@@ -106,19 +109,19 @@ LIS_FIELDS: Tuple[Threshold, ...] = (
     Threshold("red_pass1", "RED_PASS1", "Let It Snow pass 1: red reflectance above", "Pass 1: red above", 0.0, 2.0),
     Threshold("ndsi_pass2", "NDSI_PASS2", "Let It Snow pass 2: NDSI above", "Pass 2: NDSI above", -1.0, 1.0),
     Threshold("red_pass2", "RED_PASS2", "Let It Snow pass 2: red reflectance above", "Pass 2: red above", 0.0, 2.0),
-    Threshold("fsnow_lim", "FSNOW_LIM", "Snowline: snow fraction of an elevation band above",
+    Threshold("fsnow_lim", "FSNOW_LIM", "Let It Snow snowline: band snow fraction above",
               "Snowline: band snow fraction above", 0.0, 1.0),
-    Threshold("fclear_lim", "FCLEAR_LIM", "Snowline: cloud-free fraction of an elevation band above",
+    Threshold("fclear_lim", "FCLEAR_LIM", "Let It Snow snowline: band cloud-free fraction above",
               "Snowline: band cloud-free above", 0.0, 1.0),
-    Threshold("fsnow_total_lim", "FSNOW_TOTAL_LIM", "Snowline: only when pass-1 snow covers more than (fraction)",
+    Threshold("fsnow_total_lim", "FSNOW_TOTAL_LIM", "Let It Snow snowline: scene snow fraction above",
               "Snowline: scene snow fraction above", 0.0, 1.0, 0.001, 4),
-    Threshold("red_darkcloud", "RED_DARKCLOUD", "Dark cloud: red reflectance averaged over the block below",
+    Threshold("red_darkcloud", "RED_DARKCLOUD", "Let It Snow dark cloud: block mean red below",
               "Dark cloud: mean red below", 0.0, 2.0),
-    Threshold("darkcloud_scale", "DARKCLOUD_SCALE", "Dark cloud: averaging block size (m; 0 = per pixel)",
+    Threshold("darkcloud_scale", "DARKCLOUD_SCALE", "Let It Snow dark cloud: block size (m; 0 = pixel)",
               "Dark cloud: block (m)", 0.0, 100000.0, 20.0, 0),
-    Threshold("red_backtocloud", "RED_BACKTOCLOUD", "Back to cloud: red reflectance above", "Back to cloud: red above",
-              0.0, 2.0),
-    Threshold("band_height", "BAND_HEIGHT", "Snowline: elevation band height (m)", "Elevation band (m)",
+    Threshold("red_backtocloud", "RED_BACKTOCLOUD", "Let It Snow back to cloud: red above",
+              "Back to cloud: red above", 0.0, 2.0),
+    Threshold("band_height", "BAND_HEIGHT", "Let It Snow snowline: elevation band (m)", "Elevation band (m)",
               1, 10000, 1, 0, integer=True))
 
 
@@ -230,3 +233,75 @@ def snow_statistics_request(snow_map: str, dem: Optional[str] = None, band: int 
                             band_height: int = 100) -> SnowStatisticsRequest:
     """The statistics request of the snow map file ``snow_map`` (band numbers 0 or None: band 1)."""
     return SnowStatisticsRequest(snow_map, dem or None, dem_band or 1, band_height, band or 1).validate()
+
+
+# -- a season: several dates -> snow maps and snow cover duration ---------------------------------
+
+#: What to do with a date on another grid than the first date's (:data:`~topoclear.engine.snow.series.GRID_POLICIES`).
+GRID_CHOICES: Tuple[Choice, ...] = (
+    Choice("align", "Align them onto the first date's grid (snow maps resampled, nearest neighbour)"),
+    Choice("refuse", "Refuse them (every date must be on the first date's grid)"))
+
+
+@dataclass(frozen=True)
+class SeasonChoice:
+    """A snow season as chosen: ``images`` (files, any order), ``dates`` typed by the user (one per
+    image in input order, empty entries read from the metadata or file name), ``cloud_rasters``
+    (one per image, or none), ``start`` / ``end`` (text; empty: the first / last date), and the
+    snow map settings of :class:`SnowMapChoice`."""
+
+    images: Sequence[str]
+    output: str
+    dates: str = ""
+    method: str = "lis"
+    values: Mapping[str, float] = field(default_factory=dict)
+    red_test: bool = True
+    dem: Optional[str] = None
+    dem_band: int = 1
+    cloud: str = "auto"
+    cloud_rasters: Sequence[str] = ()
+    resolution: str = "coarsest"
+    start: str = ""
+    end: str = ""
+    max_gap_days: int = 15
+    grids: str = "align"
+    snow_map_folder: Optional[str] = None
+    statistics_csv: Optional[str] = None
+    chart_html: Optional[str] = None
+    window_rows: Optional[int] = None
+
+
+def season_request(choice: SeasonChoice) -> Tuple[SnowSeriesRequest, List[str]]:
+    """(the :class:`~topoclear.engine.snow.series.SnowSeriesRequest`, notes for the run's log)."""
+    images = [str(p) for p in choice.images if p]
+    if not images:
+        raise InputError("Choose the Sentinel-2 images of the season (one per date)")
+    notes: List[str] = []
+    params = snow_parameters(choice.method, choice.values, choice.red_test)
+    method = mask_method(choice.cloud, "snow")
+    rasters = [r for r in choice.cloud_rasters if r]
+    if rasters and not method.uses_raster:
+        notes.append(f"Cloud mask rasters were given but the cloud mask chosen is '{method.title}': they are not used.")
+        rasters = []
+    if rasters and len(rasters) != len(images):
+        raise InputError(f"Cloud masks: {len(rasters)} raster(s) for {len(images)} image(s): give one per image, in "
+                         "the order of the images, or none")
+    if method.key == "raster" and not rasters:
+        raise InputError(f"Cloud mask: '{method.title}' was chosen but no rasters were given: give one per image, "
+                         "or choose another cloud mask option")
+    dem = choice.dem or None
+    if dem and params.method != "lis":
+        notes.append("The single-threshold method does not use the DEM.")
+        dem = None
+    dates = parse_date_list(choice.dates, len(images), "Dates")
+    scenes = [SeriesScene(image=Sentinel2Input(path, resolution=choice.resolution), date=dates[i],
+                          cloud=CloudInput(method.key, rasters[i]) if rasters else None)
+              for i, path in enumerate(images)]
+    request = SnowSeriesRequest(
+        scenes, choice.output, params, dem=dem, dem_band=choice.dem_band or 1, cloud=CloudInput(method.key),
+        start=parse_date(choice.start, "Start date") if str(choice.start or "").strip() else None,
+        end=parse_date(choice.end, "End date") if str(choice.end or "").strip() else None,
+        max_gap_days=int(choice.max_gap_days), grids=choice.grids, snow_map_folder=choice.snow_map_folder or None,
+        statistics_csv=choice.statistics_csv or None, chart_html=choice.chart_html or None,
+        window_rows=choice.window_rows)
+    return request.validate(), notes

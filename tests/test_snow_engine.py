@@ -696,4 +696,47 @@ def test_row_areas_of_projected_and_geographic_grids():
     assert row_areas_m2(utm, 3, 4).tolist() == [400.0] * 4
     geo = Grid(CRS.from_epsg(4326), from_origin(10.0, 1.0, 1.0, 1.0), 1, 2)  # rows 1..0 and 0..-1 degrees
     areas = row_areas_m2(geo, 0, 2)
-    assert areas[0] == pytest.approx(areas[1]) and areas[0] == pytest.approx(1.2364e10, rel=1e-3)
+    # 1 x 1 degree cells at the equator on the WGS 84 ellipsoid (a sphere of the mean radius gives
+    # 1.23637e10, 0.45 % more)
+    assert areas[0] == pytest.approx(areas[1]) and areas[0] == pytest.approx(1.230846e10, rel=1e-6)
+
+
+# -- band files that do not belong together, 8-bit rasters ------------------------------------------
+
+def test_band_files_that_do_not_overlap_are_refused_and_partial_cover_is_reported(tmp_path):
+    """A SWIR file of another place (or declared in another UTM zone) gave an image without one valid
+    pixel and a success; a SWIR file covering part of the image is used and its cover reported."""
+    green = write_band(tmp_path / "green.tif", np.full((20, 20), 3000), 10.0)
+    far = write_band(tmp_path / "swir_far.tif", np.full((10, 10), 500), 20.0, origin=(900000.0, 5100000.0))
+    zone = write_band(tmp_path / "swir_33n.tif", np.full((10, 10), 500), 20.0, crs=CRS.from_epsg(32633))
+    for swir in (far, zone):
+        request = NdsiRequest(Sentinel2Input(None, {"B3": (str(green), 1), "B11": (str(swir), 1)}),
+                              str(tmp_path / "ndsi.tif"))
+        with pytest.raises(InputError, match=rf"SWIR1 \(B11.*{swir.name} does not overlap the green \(B3\) band "
+                                             r"green\.tif"):
+            compute_ndsi(request)
+    assert not (tmp_path / "ndsi.tif").exists()
+    half = write_band(tmp_path / "swir_half.tif", np.full((10, 5), 500), 20.0)  # the western half
+    messages = []
+    request = NdsiRequest(Sentinel2Input(None, {"B3": (str(green), 1), "B11": (str(half), 1)}, resolution="finest"),
+                          str(tmp_path / "ndsi.tif"))
+    compute_ndsi(request, Monitor(on_message=messages.append))
+    assert any("swir_half.tif covers only 50.0 % of the image" in m for m in messages), messages
+    values = read(tmp_path / "ndsi.tif")
+    assert np.allclose(values[:, :10], (3000 - 500) / 3500, atol=1e-6) and np.all(values[:, 10:] == -9999)
+
+
+def test_eight_bit_bands_need_a_quantification(tmp_path):
+    """A uint8 stack divided by 10000 like 16-bit DN gave 0 % snow without a word."""
+    folder = tmp_path / "eight"
+    folder.mkdir()
+    for band, value in (("B03", 200), ("B04", 190), ("B11", 20)):
+        write_band(folder / f"scene_{band}.tif", np.full((4, 4), value), dtype="uint8")
+    with pytest.raises(InputError, match=r"scene_B03\.tif is 8-bit \(uint8\): Sentinel-2 numbers are 16-bit digital "
+                                         r"numbers or floating-point reflectance; give the quantification"):
+        locate_bands(folder / "scene_B03.tif")
+    product = locate_bands(folder / "scene_B03.tif", quantification=255.0)
+    assert product.bands["B3"].quantification == 255.0
+    result = snow_map(SnowMapRequest(Sentinel2Input(str(folder / "scene_B03.tif"), quantification=255.0),
+                                     str(tmp_path / "snow.tif"), SnowParameters(method="threshold")))
+    assert result.counts[SNOW] == 16

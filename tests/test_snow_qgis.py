@@ -105,7 +105,7 @@ def test_band_pickers_and_clear_errors(run_alg, tmp_path):
     far = write_band(tmp_path / "far.tif", z, 20.0, "float32", origin=(900000.0, 1000000.0))
     with pytest.raises(QgsProcessingException, match="DEM .* does not overlap"):
         run_alg("topoclear:snowmap", INPUT=str(files["B03"]), DEM=str(far), OUTPUT=str(tmp_path / "y.tif"))
-    with pytest.raises(QgsProcessingException, match="Choose a Sentinel-2 layer"):
+    with pytest.raises(QgsProcessingException, match=r"INPUT: choose a Sentinel-2 layer or a product folder \(SAFE\)"):
         run_alg("topoclear:snowmap", OUTPUT=str(tmp_path / "z.tif"))
 
 
@@ -157,6 +157,9 @@ def test_outputs_open_styled_in_the_project(topoclear_provider, tmp_path):
         labels = {c.value: c.label for c in renderer.classes()}
         assert labels == {0: "No snow (0)", 100: "Snow (100)", 205: "Cloud (205)"}
         assert {c.value: c.color.name() for c in renderer.classes()}[205] == "#8c8c8c"
+        name = "ROIs1970_fall_s2_cloudy_136_p139"
+        assert [layers[snow["OUTPUT"]].name(), layers[snow["FSC"]].name(), layers[ndsi["OUTPUT"]].name()] == \
+            [f"Snow map of {name}", f"Fractional snow cover of {name}", f"NDSI of {name}"]
         for key, first in ((ndsi["OUTPUT"], -1.0), (snow["FSC"], 0.0)):
             pseudo = layers[key].renderer()
             assert pseudo.type() == "singlebandpseudocolor"
@@ -194,8 +197,8 @@ def test_one_adapter_builds_the_snow_requests(tmp_path):
     from topoclear.qgis_common.snow_choices import (CLOUD_CHOICES, LIS_FIELDS, METHOD_CHOICES, ImageChoice,
                                                     SnowMapChoice, key_at, sentinel2_input, snow_map_request)
 
-    # the Processing enum indices keep their meaning: 0 auto, 1 SCL, 2 mask raster, 3 none
-    assert [c.key for c in CLOUD_CHOICES] == ["auto", "scl", "raster", "none"]
+    # the Processing enum indices keep their meaning: 0 auto, 1 SCL, 2 mask raster, 3 none (new ones come after)
+    assert [c.key for c in CLOUD_CHOICES][:4] == ["auto", "scl", "raster", "none"]
     assert [c.key for c in METHOD_CHOICES] == ["lis", "threshold"] and key_at(CLOUD_CHOICES, 2) == "raster"
     assert {f.key: f.default for f in LIS_FIELDS}["band_height"] == 100
     image = sentinel2_input(ImageChoice(layer="stack.tif", bands={"B3": 2, "B4": 0}), ("B3", "B4", "B11"))
@@ -233,3 +236,25 @@ def test_snowmap_cloud_mask_raster_through_processing(run_alg, tmp_path):
     assert 20 < masked["CLOUD_PERCENT"] < 60
     with pytest.raises(QgsProcessingException, match="no raster was given"):
         run_alg("topoclear:snowmap", INPUT=str(source), CLOUD_SOURCE=2, OUTPUT=str(tmp_path / "x.tif"))
+
+
+@pytest.mark.parametrize("alg", ["ndsi", "snowmap", "snowstats"])
+def test_every_parameter_has_a_short_label_and_a_tooltip(topoclear_provider, alg):
+    """Labels fit the dialog's parameter panel (about 376 px at 1280x800); explanations are in the help.
+    The snow map shows the default method's (Let It Snow) thresholds and keeps the single threshold's
+    under Advanced."""
+    definition = topoclear_provider.algorithm(alg)
+    for d in definition.parameterDefinitions():
+        label = d.description() + (" [optional]" if d.flags() & d.FlagOptional else "")
+        assert len(label) <= 56 and "[optional]" not in d.description(), (d.name(), label)
+        if hasattr(d, "help"):
+            assert len(d.help()) > 20, d.name()
+    if alg == "snowmap":
+        from topoclear.qgis_common.snow_choices import LIS_FIELDS, THRESHOLD_FIELDS
+
+        advanced = {d.name() for d in definition.parameterDefinitions() if d.flags() & d.FlagAdvanced}
+        assert not advanced & {f.name for f in LIS_FIELDS}
+        assert {f.name for f in THRESHOLD_FIELDS} | {"RED_TEST"} <= advanced
+        assert all(definition.parameterDefinition(f.name).description().startswith("Let It Snow") for f in LIS_FIELDS)
+        assert all(definition.parameterDefinition(f.name).description().startswith("Single threshold")
+                   for f in THRESHOLD_FIELDS)

@@ -250,3 +250,66 @@ def test_tile_grid_from_real_metadata():
     assert (grid.epsg, grid.ulx, grid.uly, grid.resolution, grid.width, grid.height) == \
         (32611, 300000.0, 3800040.0, 20.0, 5490, 5490)
     assert read_tile_grid(safe).width == 10980
+
+
+def _exact_horn(z, dx, dy):
+    """Horn's gradients in float64 on complete 3x3 windows of ``z`` (NaN on the border)."""
+    z = z.astype(np.float64)
+    a, b, c = z[:-2, :-2], z[:-2, 1:-1], z[:-2, 2:]
+    d, f = z[1:-1, :-2], z[1:-1, 2:]
+    g, h, i = z[2:, :-2], z[2:, 1:-1], z[2:, 2:]
+    gx, gy = np.full(z.shape, np.nan), np.full(z.shape, np.nan)
+    gx[1:-1, 1:-1] = ((c + 2 * f + i) - (a + 2 * d + g)) / (8 * dx)
+    gy[1:-1, 1:-1] = ((a + 2 * b + c) - (g + 2 * h + i)) / (8 * dy)
+    return gx, gy
+
+
+def test_gradients_of_a_high_float_dem_are_exact(tmp_path):
+    """A gentle slope (about 1 degree) 4000 m up, stored as Float32 with decimals: sums of the 3x3 window
+    in float32 lose about 0.002 m there and turn the aspect by hundredths of a degree; in float64 the
+    aspect and slope are Horn's to the float32 rounding of the output."""
+    rng = np.random.default_rng(3)
+    rows, cols = np.mgrid[0:300, 0:400].astype(np.float64)
+    z = (4123.4567 + 0.3 * cols - 0.45 * rows + rng.normal(0, 0.05, rows.shape)).astype(np.float32)
+    dem = tmp_path / "high.tif"
+    with rasterio.open(dem, "w", driver="GTiff", width=400, height=300, count=1, dtype="float32", nodata=-9999.0,
+                       crs="EPSG:32613", transform=from_origin(400000, 4500000, 30, 30)) as ds:
+        ds.write(z, 1)
+    result = ours(dem, ["slope", "aspect"], tmp_path, edge_mode="nodata", window=(37, None))
+    gx, gy = _exact_horn(z, 30.0, 30.0)
+    exact_aspect = np.degrees(np.arctan2(-gx, -gy)) % 360.0
+    exact_slope = np.degrees(np.arctan(np.hypot(gx, gy)))
+    inner = np.isfinite(exact_aspect)
+    aspect, nod = result["aspect"]
+    slope, _ = result["slope"]
+    assert np.all(aspect[inner] != nod) and np.all(aspect[~inner] == nod)
+    diff = np.abs(aspect[inner] - exact_aspect[inner])
+    assert np.minimum(diff, 360 - diff).max() < 1e-3
+    assert np.abs(slope[inner] - exact_slope[inner]).max() < 1e-4
+
+
+def test_gradients_are_float64_and_the_z_factor_is_bounded():
+    from topoclear.engine.terrain.derivatives import MAX_Z_FACTOR, PixelMetrics, horn_gradients
+    from topoclear.engine.io.raster import Grid
+
+    z = np.arange(25, dtype=np.float64).reshape(5, 5) + 4000.0
+    gx, gy, ok = horn_gradients(z, np.ones(z.shape, bool), 30.0, 30.0)
+    assert gx.dtype == gy.dtype == np.float64 and ok.all()
+    geographic = PixelMetrics.of(Grid(CRS.from_epsg(4326), from_origin(-105, 40.5, 1 / 3600, 1 / 3600), 10, 10))
+    dx, dy = geographic.steps(0, 10)
+    assert dx.dtype == dy.dtype == np.float64 and dx.shape == (10, 1)
+    TerrainOptions(z_factor=MAX_Z_FACTOR)
+    for bad in (0.0, -1.0, MAX_Z_FACTOR * 1.0001, 1e300, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="z-factor"):
+            TerrainOptions(z_factor=bad)
+
+
+def test_the_dem_is_never_an_output(bigtujunga, tmp_path):
+    import shutil
+
+    dem = tmp_path / "dem.tif"
+    shutil.copyfile(bigtujunga, dem)
+    before = dem.read_bytes()
+    with pytest.raises(InputError, match=r"slope: the output .*dem\.tif is the input DEM"):
+        compute_terrain(dem, {"slope": tmp_path / "." / "dem.tif"})
+    assert dem.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["dem.tif"]

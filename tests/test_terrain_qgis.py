@@ -158,6 +158,7 @@ def test_outputs_open_styled_in_the_project(topoclear_provider, dem, tmp_path):
         assert renderer.type() == "singlebandpseudocolor"
         labels = [item.label for item in renderer.shader().rasterShaderFunction().colorRampItemList()]
         assert labels[0] == "0°" and labels[-1] == "90°"
+        assert layers[0].name() == "Slope of bigtujunga"
     finally:
         QgsProject.instance().removeAllMapLayers()
 
@@ -201,6 +202,31 @@ def test_command_line_qgis_process(qgis_process, dem, tmp_path):
     assert failed.returncode != 0 and "does not exist" in failed.stdout + failed.stderr
 
 
+def test_qgis_process_prints_an_error_once(qgis_process, dem, tmp_path):
+    """qgis_process echoes QGIS's message log on stderr, where a failed run's error was logged twice
+    besides the tool's own ERROR line: every error was printed three times."""
+    from rasterio.transform import Affine
+
+    missing = qgis_process("run", "topoclear:slope", "--", f"INPUT={tmp_path / 'nonexistent.tif'}",
+                           f"OUTPUT={tmp_path / 'x.tif'}", check=False)
+    text = missing.stdout + missing.stderr
+    assert missing.returncode != 0 and text.count("file not found") == 1, text
+    with rasterio.open(dem) as ds:  # fails during the run: a south-up DEM
+        data, profile, t = ds.read(), ds.profile, ds.transform
+    profile.update(transform=Affine(t.a, 0, t.c, 0, -t.e, t.f + t.e * data.shape[1]))
+    flipped = tmp_path / "south_up.tif"
+    with rasterio.open(flipped, "w", **profile) as ds:
+        ds.write(data[:, ::-1])
+    for alg in ("slope", "terrainstack"):
+        extra = [f"REFERENCE={dem}"] if alg == "terrainstack" else []
+        failed = qgis_process("run", f"topoclear:{alg}", "--", f"INPUT={flipped}", *extra,
+                              f"OUTPUT={tmp_path / 'y.tif'}", check=False)
+        text = failed.stdout + failed.stderr
+        assert failed.returncode != 0 and text.count("south-up") == 1, text
+        assert text.count("ERROR:") == 1 and "Traceback" not in text, text
+    assert not (tmp_path / "y.tif").exists()
+
+
 def test_plugin_and_terrain_work_without_torch(dem, tmp_path):
     """With torch not importable, the plugin loads and the terrain algorithms run."""
     script = textwrap.dedent(f"""
@@ -230,3 +256,15 @@ def test_plugin_and_terrain_work_without_torch(dem, tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["torch"] is False and "topoclear:aspect" in report["ids"]
     assert read(report["output"])[0].shape == (643, 1197)
+
+
+@pytest.mark.parametrize("alg", ["slope", "aspect", "hillshade", "terrainstack"])
+def test_every_parameter_has_a_short_label_and_a_tooltip(topoclear_provider, alg):
+    """Labels fit the dialog's parameter panel (about 376 px at 1280x800); explanations are in the help."""
+    definition = topoclear_provider.algorithm(alg)
+    for d in definition.parameterDefinitions():
+        label = d.description() + (" [optional]" if d.flags() & d.FlagOptional else "")
+        assert len(label) <= 55 and "[optional]" not in d.description(), (d.name(), label)
+        if hasattr(d, "help"):
+            assert len(d.help()) > 20, d.name()
+    assert definition.parameterDefinition("Z_FACTOR").maximum() == 1e6

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import rasterio
@@ -162,21 +162,59 @@ def declared_nodata(nodata) -> Optional[float]:
     return None if math.isnan(value) else value
 
 
-def valid_mask(values: np.ndarray, nodata: Optional[float]) -> np.ndarray:
-    """True where ``values`` holds data: finite and not equal to ``nodata``."""
-    valid = np.isfinite(values) if values.dtype.kind == "f" else np.ones(values.shape, bool)
+def nodata_in(dtype, nodata) -> Optional[float]:
+    """``nodata`` as a value of ``dtype`` to compare pixels with, or None when no pixel of that type can
+    equal it: no nodata, NaN (caught by finiteness tests), or, for integer types, a value outside the
+    type's range or with a fraction (nodata 256 on uint8 marks no pixel; cast, it would mark 0)."""
     value = declared_nodata(nodata)
-    if value is not None:
-        valid &= values != np.asarray(value).astype(values.dtype)
+    dtype = np.dtype(dtype)
+    if value is None or dtype.kind not in "iu":
+        return value
+    info = np.iinfo(dtype)
+    if not (math.isfinite(value) and value.is_integer() and info.min <= value <= info.max):
+        return None
+    return value
+
+
+def band_nodata(ds: rasterio.DatasetReader, band: int) -> Optional[float]:
+    """The nodata of ``band`` as its pixels hold it (cast to the band's data type: a float32 band's 0.1 is
+    0.100000001...), to compare with values read in any floating-point type; None when no pixel of the
+    band can equal it (see :func:`nodata_in`)."""
+    dtype = np.dtype(ds.dtypes[band - 1])
+    value = nodata_in(dtype, ds.nodatavals[band - 1])
+    if value is None:
+        return None
+    return float(np.asarray(value).astype(dtype))
+
+
+def nodata_cells(values: np.ndarray, nodata) -> Optional[np.ndarray]:
+    """True where ``values`` equals ``nodata`` (compared in the array's own type: a float nodata as the
+    array's float type holds it, an integer one only when the type can hold it), or None when none can."""
+    value = nodata_in(values.dtype, nodata)
+    if value is None:
+        return None
+    if values.dtype.kind in "iu":
+        return values == values.dtype.type(int(value))
+    return values == np.asarray(value).astype(values.dtype)
+
+
+def valid_mask(values: np.ndarray, nodata: Optional[float]) -> np.ndarray:
+    """True where ``values`` holds data: finite and not equal to ``nodata`` (a nodata the array's type
+    cannot hold marks no cell)."""
+    valid = np.isfinite(values) if values.dtype.kind == "f" else np.ones(values.shape, bool)
+    missing = nodata_cells(values, nodata)
+    if missing is not None:
+        valid &= ~missing
     return valid
 
 
 def nodata_to_nan(values: np.ndarray, nodata) -> np.ndarray:
-    """``values`` as float32 with the cells equal to ``nodata`` set to NaN (in place when float32)."""
+    """``values`` as float32 with the cells equal to ``nodata`` set to NaN (in place when float32); the
+    cells are found in the array's own type (see :func:`nodata_cells`)."""
+    missing = nodata_cells(values, nodata)
     values = values.astype(np.float32, copy=False)
-    value = declared_nodata(nodata)
-    if value is not None:
-        values[values == np.float32(value)] = np.nan
+    if missing is not None:
+        values[missing] = np.nan
     return values
 
 

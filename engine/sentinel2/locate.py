@@ -26,6 +26,8 @@ read from the product's ``MTD_MSIL*.xml`` when one is found near the band files;
 XML, a processing baseline read from the product name (``_N0400_``, or BigEarthNet's
 ``tile_source`` in the patch JSON) of 04.00 or later applies ESA's -1000. Floating-point layers
 are taken as reflectance already (quantification 1). Explicit values override all of this.
+8-bit bands (uint8, int8) are refused unless a quantification is given: Sentinel-2 numbers are
+16-bit DN or floating-point reflectance, so an 8-bit raster is a scaled or quick-look product.
 DN 0 is Sentinel-2's no-data value: integer bands without a declared nodata treat 0 as nodata.
 
 This module imports no ``qgis``: the snow tools and cloud removal share it.
@@ -162,8 +164,13 @@ def _radiometry(bands: Dict[str, BandSource], anchor: List[Path], offset: Option
     notes = set()
     for name, src in bands.items():
         with rasterio.open(src.path) as ds:
-            is_float = np.dtype(ds.dtypes[src.index - 1]).kind == "f"
+            dtype = np.dtype(ds.dtypes[src.index - 1])
             declared = ds.nodatavals[src.index - 1]
+        is_float = dtype.kind == "f"
+        if dtype.itemsize == 1 and quantification is None:
+            raise InputError(f"{src.path} is 8-bit ({dtype.name}): Sentinel-2 numbers are 16-bit digital numbers or "
+                             "floating-point reflectance; give the quantification value (QUANTIFICATION) if this is "
+                             "a scaled product")
         nodata = declared if declared is not None else (None if is_float else 0.0)
         if is_float:
             q = quantification if quantification is not None else 1.0

@@ -1,7 +1,8 @@
 """Reading a Sentinel-2 product's bands on one target grid, window by window, as reflectance."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
@@ -10,7 +11,7 @@ from rasterio.windows import Window
 
 from ..errors import InputError
 from ..io.raster import Grid, declared_nodata, open_raster
-from ..io.warp import warp_window
+from ..io.warp import FULL_COVERAGE, footprint_coverage, warp_window
 from ...models.bands import ROLE_LABELS
 from .bands import S2Product
 
@@ -22,7 +23,9 @@ class BandReader:
     Snow's 20 m) or of the finest (``"finest"``). A band on a finer grid is averaged onto the
     target (area mean of the cells inside each target cell), a band on a coarser grid is
     repeated (nearest neighbour, as CRT-UNet does for its 20 m bands), and any other mismatch is
-    warped bilinearly. Use as a context manager.
+    warped bilinearly. Band files that do not overlap the first band's file are refused
+    (:class:`InputError` naming the file); :meth:`coverage_messages` tells how much of a grid
+    each file covers. Use as a context manager.
     """
 
     def __init__(self, product: S2Product, names: Sequence[str], resolution: str = "coarsest",
@@ -40,11 +43,12 @@ class BandReader:
                 if g.crs is None:
                     raise InputError(f"{ROLE_LABELS.get(n, n)}: {product.bands[n].path} has no coordinate "
                                      "reference system")
+            self._grids = grids
+            self._refuse_disjoint_bands()
             if grid is None:
                 pick = max if resolution == "coarsest" else min
                 grid = pick(grids.values(), key=lambda g: g.pixel_size[0] * g.pixel_size[1])
             self.grid = grid
-            self._grids = grids
         except Exception:
             self.close()
             raise
@@ -59,6 +63,48 @@ class BandReader:
         for ds in self._datasets.values():
             ds.close()
         self._datasets = {}
+
+    def _label(self, name: str) -> str:
+        text = ROLE_LABELS.get(name, name)
+        return text[:1].upper() + text[1:]
+
+    def _refuse_disjoint_bands(self) -> None:
+        """:class:`InputError` for a band file whose extent does not meet the first band file's (a file of
+        another place, or declared in another CRS): it would give an image without a single valid pixel."""
+        first = self.names[0]
+        first_path = self.product.bands[first].path
+        for name in self.names[1:]:
+            path = self.product.bands[name].path
+            if path == first_path:
+                continue
+            if _coverage(self._grids[name], self._grids[first]) <= 0.0:
+                src, ref = self._grids[name], self._grids[first]
+                raise InputError(
+                    f"{self._label(name)}: {path} does not overlap the {ROLE_LABELS.get(first, first)} band "
+                    f"{os.path.basename(first_path)}: its extent {_rounded(src.bounds)} in {src.crs}, the "
+                    f"{ROLE_LABELS.get(first, first)} band's {_rounded(ref.bounds)} in {ref.crs}. The bands of one "
+                    "image must cover the same place: check the file and its coordinate reference system")
+
+    def coverage_messages(self, grid: Optional[Grid] = None) -> List[str]:
+        """Warnings for the band files covering only part of ``grid`` (default: the target grid), with the
+        covered percentage; :class:`InputError` naming a file that does not overlap it at all."""
+        grid = grid or self.grid
+        messages: List[str] = []
+        seen = set()
+        for name in self.names:
+            path = self.product.bands[name].path
+            if path in seen:
+                continue
+            seen.add(path)
+            coverage = _coverage(self._grids[name], grid)
+            if coverage <= 0.0:
+                raise InputError(f"{self._label(name)}: {path} does not overlap the image grid (its extent "
+                                 f"{_rounded(self._grids[name].bounds)} in {self._grids[name].crs}; the image's "
+                                 f"{_rounded(grid.bounds)} in {grid.crs})")
+            if coverage < FULL_COVERAGE:
+                messages.append(f"Warning: {ROLE_LABELS.get(name, name)} band {os.path.basename(path)} covers only "
+                                f"{100 * coverage:.1f} % of the image; the pixels it does not cover are nodata")
+        return messages
 
     def dataset(self, name: str) -> rasterio.DatasetReader:
         return self._datasets[self.product.bands[name].path]
@@ -142,6 +188,20 @@ class BandReader:
     def read(self, name: str, window: Window, grid: Optional[Grid] = None) -> np.ndarray:
         """Reflectance (float32) of band ``name`` on ``window`` of the target grid; NaN = nodata."""
         return self.to_reflectance(name, self.read_raw(name, window, grid))
+
+
+def _coverage(src: Grid, dst: Grid) -> float:
+    """:func:`~topoclear.engine.io.warp.footprint_coverage`, 0 when one extent cannot be expressed in the
+    other's CRS (far outside its area of use)."""
+    try:
+        coverage = footprint_coverage(src, dst)
+    except Exception:  # noqa: BLE001 - PROJ refuses coordinates outside a projection's domain
+        return 0.0
+    return coverage if np.isfinite(coverage) else 0.0
+
+
+def _rounded(bounds) -> Tuple[float, ...]:
+    return tuple(round(float(v), 1) for v in bounds)
 
 
 def _holds(dtype: np.dtype, value: float) -> bool:

@@ -51,6 +51,8 @@ def compute_ndsi(request: NdsiRequest, monitor: Monitor = SILENT) -> Tuple[str, 
     monitor.message(product.describe())
     with bounded_gdal_cache(SNOW_GDAL_CACHE_MB), BandReader(product, NDSI_BANDS, request.image.resolution) as reader:
         grid = subgrid(reader.grid, request.image.bounds)
+        for text in reader.coverage_messages(grid):
+            monitor.message(text)
         windows = strip_windows(grid, request.window_rows, reader.dataset("B3"))
         with AtomicRasterWriter(output, grid, 1, "float32", FLOAT_NODATA,
                                 ["NDSI = (B3 - B11) / (B3 + B11)"]) as dst:

@@ -1,6 +1,7 @@
 """The inputs of a snow map opened on the image grid: the Sentinel-2 bands, the cloud mask and the DEM.
 
-The bands are located and read through :mod:`~topoclear.engine.sentinel2`; the cloud mask and the
+The bands are located and read through :mod:`~topoclear.engine.sentinel2` (band files that do not
+overlap are refused, partial cover is reported in the messages); the cloud mask and the
 DEM may be on any grid and CRS that overlaps the image: they are aligned onto the image grid
 window by window (nearest for the mask, bilinear for the DEM), or read as they are when their
 grid lines up with it.
@@ -103,6 +104,7 @@ def open_scene(image: Sentinel2Input, cloud: CloudInput, dem: Optional[str], dem
     reader = BandReader(product, names, image.resolution)
     try:
         scene = SnowScene(product, reader, subgrid(reader.grid, image.bounds))
+        scene.messages.extend(reader.coverage_messages(scene.grid))
     except Exception:
         reader.close()
         raise

@@ -24,7 +24,9 @@ Edge and nodata rules (``edge_mode``):
 * ``"nodata"``: like ``gdaldem`` without ``-compute_edges``: any cell whose 3x3 window touches
   nodata or leaves the raster gives nodata (a 1-pixel nodata border).
 
-Windows are read with a 1-pixel halo, so results do not depend on the window size.
+Windows are read with a 1-pixel halo, so results do not depend on the window size. Gradients are
+computed in float64 (the 3x3 sums of high float elevations lose too much in float32); the products
+are written as Float32.
 """
 from __future__ import annotations
 
@@ -38,10 +40,10 @@ import numpy as np
 
 from ..errors import InputError
 from ..progress import SILENT, Monitor
-from ..io.atomic import AtomicRasterWriter
-from ..io.raster import (Grid, bounded_gdal_cache, check_band, check_north_up, open_raster, read_with_halo,
-    valid_mask)
-from ..io.windows import iter_windows, run_windows
+from ..io.atomic import AtomicRasterWriter, refuse_inputs_as_outputs
+from ..io.raster import (Grid, band_nodata, bounded_gdal_cache, check_band, check_north_up, open_raster,
+                         read_with_halo, valid_mask)
+from ..io.windows import DEFAULT_WINDOW_PIXELS, iter_windows, run_windows
 from ..sentinel2.metadata import SunAngles
 
 EDGE_MODES = ("edges", "nodata")
@@ -49,6 +51,15 @@ SLOPE_UNITS = ("degrees", "percent")
 #: Sun position used when none is given: gdaldem's and QGIS's default light (azimuth 315, altitude 45).
 DEFAULT_SUN = SunAngles(zenith=45.0, azimuth=315.0, source="default (azimuth 315, altitude 45)")
 MULTIDIRECTIONAL_AZIMUTHS = (225.0, 270.0, 315.0, 360.0)
+#: Largest z-factor accepted: beyond it squared gradients overflow and the products lose meaning.
+MAX_Z_FACTOR = 1e6
+#: Pixels of one terrain window: half the usual, as the gradients are computed in float64.
+TERRAIN_WINDOW_PIXELS = DEFAULT_WINDOW_PIXELS // 2
+
+
+def terrain_window_rows(width: int, rows: Optional[int] = None) -> int:
+    """Rows of a terrain window over a raster ``width`` pixels wide (``rows`` when given)."""
+    return int(rows) if rows else max(1, TERRAIN_WINDOW_PIXELS // max(1, width))
 
 
 @dataclass(frozen=True)
@@ -68,8 +79,9 @@ class TerrainOptions:
             raise InputError(f"edge mode {self.edge_mode!r} is not one of {EDGE_MODES}")
         if self.slope_units not in SLOPE_UNITS:
             raise InputError(f"slope units {self.slope_units!r} is not one of {SLOPE_UNITS}")
-        if not math.isfinite(self.z_factor) or self.z_factor <= 0:
-            raise InputError(f"z-factor must be a positive number, got {self.z_factor}")
+        if not math.isfinite(self.z_factor) or not 0 < self.z_factor <= MAX_Z_FACTOR:
+            raise InputError(f"z-factor {self.z_factor:g} is outside the accepted range: a positive number "
+                             f"at most {MAX_Z_FACTOR:g}")
         if not 0.0 <= self.sun.zenith <= 90.0:
             raise InputError(f"sun zenith must be within 0-90 degrees, got {self.sun.zenith}")
 
@@ -142,9 +154,22 @@ def horn_gradients(z: np.ndarray, valid: np.ndarray, dx, dy, edge_mode: str = "e
     d, f = z[1:-1, :-2], z[1:-1, 2:]
     g, hh, i = z[2:, :-2], z[2:, 1:-1], z[2:, 2:]
     with np.errstate(invalid="ignore"):
-        gx = ((c + 2 * f + i) - (a + 2 * d + g)) / (8 * dx)
-        gy = ((a + 2 * b + c) - (g + 2 * hh + i)) / (8 * dy)
-    gx, gy = gx.astype(np.float32, copy=False), gy.astype(np.float32, copy=False)
+        # ((c + 2f + i) - (a + 2d + g)) / 8dx and ((a + 2b + c) - (g + 2h + i)) / 8dy, differences first,
+        # in place; exact in float64 for float32 or integer elevations
+        gx = np.subtract(c, a)
+        gx += i
+        gx -= g
+        step = np.subtract(f, d)
+        step += step
+        gx += step
+        gx *= 1.0 / (8 * np.asarray(dx, dtype=np.float64))
+        gy = np.subtract(a, g)
+        gy += c
+        gy -= i
+        np.subtract(b, hh, out=step)
+        step += step
+        gy += step
+        gy *= 1.0 / (8 * np.asarray(dy, dtype=np.float64))
     if valid.all():
         return gx, gy, np.ones(gx.shape, dtype=bool)
     ok = _full_windows(valid)
@@ -159,33 +184,55 @@ def horn_gradients(z: np.ndarray, valid: np.ndarray, dx, dy, edge_mode: str = "e
 
 
 def slope_from_gradients(gx, gy, z_factor: float = 1.0, units: str = "degrees") -> np.ndarray:
-    magnitude = z_factor * np.sqrt(gx * gx + gy * gy)
+    magnitude = np.multiply(gx, gx)
+    magnitude += gy * gy
+    np.sqrt(magnitude, out=magnitude)
+    if z_factor != 1.0:
+        magnitude *= z_factor
     if units == "percent":
-        return 100.0 * magnitude
-    return np.degrees(np.arctan(magnitude))
+        magnitude *= 100.0
+        return magnitude
+    np.arctan(magnitude, out=magnitude)
+    return np.degrees(magnitude, out=magnitude)
 
 
 def aspect_from_gradients(gx, gy) -> Tuple[np.ndarray, np.ndarray]:
-    """Aspect in degrees clockwise from north of the downslope direction, and the flat-cell mask."""
-    aspect = np.degrees(np.arctan2(-gx, -gy))
-    aspect = np.where(aspect < 0, aspect + 360.0, aspect)
-    aspect = np.where(aspect >= 360.0, aspect - 360.0, aspect) + 0.0  # + 0.0 turns -0.0 into 0.0
-    return aspect.astype(np.float32, copy=False), (gx == 0) & (gy == 0)
+    """Aspect in degrees clockwise from north of the downslope direction, in [0, 360), and the flat-cell
+    mask. The downslope azimuth atan2(-gx, -gy) is atan2(gx, gy) + 180 degrees (modulo 360)."""
+    aspect = np.arctan2(gx, gy)
+    np.degrees(aspect, out=aspect)
+    aspect += 180.0
+    aspect[aspect >= 360.0] -= 360.0
+    return aspect, (gx == 0) & (gy == 0)
 
 
 def _lambert(gx, gy, z_factor: float, zenith_deg: float, azimuth_deg: float, inv_norm) -> np.ndarray:
-    """cos(incidence) for a sun at (zenith, azimuth); no trigonometry per pixel."""
+    """cos(incidence) for a sun at (zenith, azimuth); no trigonometry per pixel:
+    (cos Zs - z sin Zs (sin As gx + cos As gy)) / sqrt(1 + z^2 |grad|^2)."""
     zen, azi = math.radians(zenith_deg), math.radians(azimuth_deg)
     k = math.sin(zen) * z_factor
-    return (math.cos(zen) - k * (math.sin(azi) * gx + math.cos(azi) * gy)) * inv_norm
+    light = np.multiply(gx, -k * math.sin(azi))
+    light += gy * (-k * math.cos(azi))
+    light += math.cos(zen)
+    light *= inv_norm
+    return light
 
 
 def hillshade_from_gradients(gx, gy, z_factor: float = 1.0, sun: SunAngles = DEFAULT_SUN,
                              multidirectional: bool = False) -> np.ndarray:
     """Hillshade 0-255 (255 = surface facing the sun)."""
-    inv_norm = 1.0 / np.sqrt(1.0 + (z_factor * z_factor) * (gx * gx + gy * gy))
+    inv_norm = np.multiply(gx, gx)
+    inv_norm += gy * gy
+    if z_factor != 1.0:
+        inv_norm *= z_factor * z_factor
+    inv_norm += 1.0
+    np.sqrt(inv_norm, out=inv_norm)
+    np.divide(1.0, inv_norm, out=inv_norm)
     if not multidirectional:
-        return 255.0 * np.maximum(_lambert(gx, gy, z_factor, sun.zenith, sun.azimuth, inv_norm), 0.0)
+        shade = _lambert(gx, gy, z_factor, sun.zenith, sun.azimuth, inv_norm)
+        np.maximum(shade, 0.0, out=shade)
+        shade *= 255.0
+        return shade
     total = np.zeros_like(gx)
     weights = np.zeros_like(gx)
     for azimuth in MULTIDIRECTIONAL_AZIMUTHS:
@@ -253,8 +300,8 @@ class PixelMetrics:
         denom = 1.0 - self.ecc2 * s2
         prime_vertical = self.semi_major / np.sqrt(denom)
         meridian = self.semi_major * (1.0 - self.ecc2) / denom ** 1.5
-        dx = (np.radians(self.dx) * prime_vertical * np.cos(lat)).astype(np.float32)[:, None]
-        dy = (np.radians(self.dy) * meridian).astype(np.float32)[:, None]
+        dx = (np.radians(self.dx) * prime_vertical * np.cos(lat))[:, None]
+        dy = (np.radians(self.dy) * meridian)[:, None]
         return dx, dy
 
 
@@ -262,35 +309,41 @@ class PixelMetrics:
 # One window, all products
 # --------------------------------------------------------------------------------------------
 
+def _written(values: np.ndarray, ok: np.ndarray, nodata) -> np.ndarray:
+    """``values`` as the Float32 an output holds, ``nodata`` where ``ok`` is False."""
+    out = values.astype(np.float32)
+    out[~ok] = nodata
+    return out
+
+
 def terrain_products(z: np.ndarray, valid: np.ndarray, dx, dy, products: Sequence[str],
                      options: TerrainOptions) -> Dict[str, np.ndarray]:
-    """Products of the interior of a padded window; nodata cells are ``options.nodata``."""
+    """Float32 products of the interior of a padded window (computed in the precision of ``z``: float64
+    from :func:`compute_terrain`); nodata cells are ``options.nodata``."""
     gx, gy, ok = horn_gradients(z, valid, dx, dy, options.edge_mode)
     nod = np.float32(options.nodata)
     out: Dict[str, np.ndarray] = {}
-    centre = z[1:-1, 1:-1]
     with np.errstate(invalid="ignore", divide="ignore"):
         if "elevation" in products:
-            out["elevation"] = np.where(valid[1:-1, 1:-1], centre, nod).astype(np.float32)
+            out["elevation"] = _written(z[1:-1, 1:-1], valid[1:-1, 1:-1], nod)
         if "slope" in products:
-            out["slope"] = np.where(ok, slope_from_gradients(gx, gy, options.z_factor, options.slope_units),
-                                    nod).astype(np.float32)
+            out["slope"] = _written(slope_from_gradients(gx, gy, options.z_factor, options.slope_units), ok, nod)
         if "aspect" in products or "aspect_sincos" in products:
             aspect, flat = aspect_from_gradients(gx, gy)
             if options.flat_aspect is None:
                 aspect_ok = ok & ~flat
             else:
-                aspect = np.where(flat, np.float32(options.flat_aspect), aspect)
+                aspect[flat] = options.flat_aspect
                 aspect_ok = ok
             if "aspect" in products:
-                out["aspect"] = np.where(aspect_ok, aspect, nod).astype(np.float32)
+                out["aspect"] = _written(aspect, aspect_ok, nod)
             if "aspect_sincos" in products:
                 rad = np.radians(aspect)
-                out["aspect_sin"] = np.where(aspect_ok, np.sin(rad), np.nan).astype(np.float32)
-                out["aspect_cos"] = np.where(aspect_ok, np.cos(rad), np.nan).astype(np.float32)
+                out["aspect_sin"] = _written(np.sin(rad), aspect_ok, np.nan)
+                out["aspect_cos"] = _written(np.cos(rad), aspect_ok, np.nan)
         if "hillshade" in products:
             shade = hillshade_from_gradients(gx, gy, options.z_factor, options.sun, options.multidirectional)
-            out["hillshade"] = np.where(ok, shade, nod).astype(np.float32)
+            out["hillshade"] = _written(shade, ok, nod)
     return out
 
 
@@ -340,14 +393,15 @@ def compute_terrain(dem_path: os.PathLike | str, outputs: Dict[str, os.PathLike 
     unknown = set(outputs) - {"slope", "aspect", "hillshade"}
     if unknown or not outputs:
         raise InputError(f"terrain outputs must be among slope, aspect, hillshade; got {sorted(outputs)}")
+    refuse_inputs_as_outputs(outputs, {"DEM": dem_path})
     products = list(outputs)
     with bounded_gdal_cache(), open_dem(dem_path, band) as dem:
         grid = Grid.of(dem)
         metrics = PixelMetrics.of(grid)
-        nodata = dem.nodatavals[band - 1]
+        nodata = band_nodata(dem, band)  # as the cells hold it, to compare with the float64 reads
 
         def read(window):
-            return read_with_halo(dem, band, window, 1)
+            return read_with_halo(dem, band, window, 1, dtype=np.float64)
 
         def compute(window, z):
             dx, dy = metrics.steps(int(window.row_off), int(window.height))
@@ -362,6 +416,7 @@ def compute_terrain(dem_path: os.PathLike | str, outputs: Dict[str, os.PathLike 
                 for p in products:
                     writers[p].write(result[p], 1, window=window)
 
-            run_windows(iter_windows(grid.width, grid.height, window_rows, window_cols), read, compute, write,
+            rows = terrain_window_rows(window_cols or grid.width, window_rows)
+            run_windows(iter_windows(grid.width, grid.height, rows, window_cols), read, compute, write,
                         monitor, workers)
     return {p: str(path) for p, path in outputs.items()}

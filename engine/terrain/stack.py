@@ -24,11 +24,13 @@ from rasterio.windows import Window, from_bounds
 from ...models.bands import TERRAIN_BANDS
 from ..errors import InputError
 from ..progress import SILENT, Monitor
-from ..io.atomic import AtomicRasterWriter
-from ..io.raster import Grid, bounded_gdal_cache, open_raster, read_with_halo, valid_mask
+from ..io.atomic import AtomicRasterWriter, refuse_inputs_as_outputs
+from ..io.raster import (Grid, band_nodata, bounded_gdal_cache, check_north_up, open_raster, read_with_halo,
+                         valid_mask)
 from ..io.warp import footprint_coverage
 from ..io.windows import iter_windows, run_windows
-from .derivatives import PixelMetrics, TerrainOptions, open_dem, product_description, terrain_products
+from .derivatives import (PixelMetrics, TerrainOptions, open_dem, product_description, terrain_products,
+                          terrain_window_rows)
 
 #: Resampling of the terrain products onto the reference grid, by name.
 RESAMPLING_METHODS = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear, "cubic": Resampling.cubic}
@@ -46,6 +48,7 @@ def reference_grid(path: os.PathLike | str) -> Grid:
     with open_raster(path, "reference raster") as ds:
         if ds.crs is None:
             raise InputError(f"reference raster {path} has no coordinate reference system")
+        check_north_up(ds, "reference raster")
         return Grid.of(ds)
 
 
@@ -78,18 +81,19 @@ _DemBlock = Optional[Tuple[Window, np.ndarray]]
 
 
 def _read_dem_block(dem, band: int, dem_grid: Grid, ref: Grid, window: Window) -> _DemBlock:
-    """The DEM cells (with a 1-cell halo, float32, not yet masked) that ``window`` of ``ref`` needs."""
+    """The DEM cells (with a 1-cell halo, float64, not yet masked) that ``window`` of ``ref`` needs."""
     src = _source_window(dem_grid, ref, window)
     if src is None:
         return None
-    return src, read_with_halo(dem, band, src, 1)
+    return src, read_with_halo(dem, band, src, 1, dtype=np.float64)
 
 
 def _stack_from_dem_block(block: _DemBlock, nodata, dem_grid: Grid, metrics: PixelMetrics, ref: Grid,
                           window: Window, options: TerrainOptions, resampling) -> Dict[str, np.ndarray]:
     """Elevation, slope, aspect and hillshade (float32, NaN where unknown) on ``window`` of ``ref``.
 
-    ``block`` comes from :func:`_read_dem_block`; ``nodata`` is the DEM band's declared nodata.
+    ``block`` comes from :func:`_read_dem_block`; ``nodata`` is the DEM band's nodata
+    (:func:`~topoclear.engine.io.raster.band_nodata`).
     An empty dict when the window lies outside the DEM.
     """
     if block is None:
@@ -115,7 +119,7 @@ def terrain_stack_window(dem, band: int, dem_grid: Grid, metrics: PixelMetrics, 
     a value of :data:`RESAMPLING_METHODS`. An empty dict when the window lies outside the DEM.
     """
     block = _read_dem_block(dem, band, dem_grid, ref, window)
-    return _stack_from_dem_block(block, dem.nodatavals[band - 1], dem_grid, metrics, ref, window, options,
+    return _stack_from_dem_block(block, band_nodata(dem, band), dem_grid, metrics, ref, window, options,
                                  resampling)
 
 
@@ -150,6 +154,7 @@ def terrain_stack(dem_path: os.PathLike | str, reference_path: os.PathLike | str
     """
     if resampling not in RESAMPLING_METHODS:
         raise InputError(f"resampling {resampling!r} is not one of {sorted(RESAMPLING_METHODS)}")
+    refuse_inputs_as_outputs({"OUTPUT": output}, {"DEM": dem_path, "REFERENCE": reference_path})
     options = dataclasses.replace(options, slope_units="degrees")
     ref = reference_grid(reference_path)
     nod = np.float32(options.nodata)
@@ -158,7 +163,7 @@ def terrain_stack(dem_path: os.PathLike | str, reference_path: os.PathLike | str
         _check_overlap(dem_path, reference_path, dem_grid, ref, min_coverage, monitor)
         metrics = PixelMetrics.of(dem_grid)
         method = RESAMPLING_METHODS[resampling]
-        nodata = dem.nodatavals[band - 1]
+        nodata = band_nodata(dem, band)
         descriptions = [product_description(b, options) for b in TERRAIN_BANDS]
 
         def read(window):
@@ -167,13 +172,14 @@ def terrain_stack(dem_path: os.PathLike | str, reference_path: os.PathLike | str
         def compute(window, block):
             bands = _stack_from_dem_block(block, nodata, dem_grid, metrics, ref, window, options, method)
             shape = (int(window.height), int(window.width))
-            return [np.where(np.isfinite(v), v, nod).astype(np.float32) if v is not None else np.full(shape, nod, np.float32)
-                    for v in (bands.get(name) for name in TERRAIN_BANDS)]
+            return [np.where(np.isfinite(v), v, nod).astype(np.float32) if v is not None
+                    else np.full(shape, nod, np.float32) for v in (bands.get(name) for name in TERRAIN_BANDS)]
 
         with AtomicRasterWriter(output, ref, len(TERRAIN_BANDS), "float32", options.nodata, descriptions) as dst:
             def write(window, values):
                 for i, v in enumerate(values, start=1):
                     dst.write(v, i, window=window)
 
-            run_windows(iter_windows(ref.width, ref.height, window_rows), read, compute, write, monitor)
+            run_windows(iter_windows(ref.width, ref.height, terrain_window_rows(ref.width, window_rows)), read,
+                        compute, write, monitor)
     return str(output)
