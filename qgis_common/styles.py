@@ -11,8 +11,8 @@ import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from qgis.core import (QgsColorRampShader, QgsContrastEnhancement, QgsMultiBandColorRenderer,
-                       QgsProcessingLayerPostProcessorInterface, QgsRasterShader, QgsSingleBandGrayRenderer,
-                       QgsSingleBandPseudoColorRenderer)
+                       QgsPalettedRasterRenderer, QgsProcessingLayerPostProcessorInterface, QgsRasterShader,
+                       QgsSingleBandGrayRenderer, QgsSingleBandPseudoColorRenderer)
 from qgis.PyQt.QtGui import QColor
 
 STYLE_DIR = os.path.join(os.path.dirname(__file__), "qml")
@@ -133,6 +133,81 @@ def style_sentinel2(layer) -> None:
     style_true_colour(layer, bands, maximum)
 
 
+#: The cloud mask classes (value, colour, opacity 0-255, label); 255 (nodata) is transparent as the raster's nodata.
+CLOUD_MASK_CLASSES = [(0, "#000000", 0, "Clear (0)"), (1, "#ffffff", 255, "Cloud (1)"),
+                      (2, "#1f1f3d", 220, "Cloud shadow (2)")]
+
+
+def style_cloudmask(layer) -> None:
+    """The cloud mask classes: cloud white, shadow dark, clear transparent (the image shows through)."""
+    classes = []
+    for value, colour, alpha, label in CLOUD_MASK_CLASSES:
+        c = QColor(colour)
+        c.setAlpha(alpha)
+        classes.append(QgsPalettedRasterRenderer.Class(value, c, label))
+    layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
+
+
+#: How each band of a snow cover duration GeoTIFF (:mod:`topoclear.engine.snow.duration`) is drawn: (band,
+#: style name, colours, what the values are). Each band is one named style of the layer (its Styles menu).
+DURATION_STYLES = (
+    (1, "Snow cover duration (SCD, days)", ("#f7fbff", "#c6dbef", "#6baed6", "#2171b5", "#08306b"), "days"),
+    (3, "Melt-out date (SMOD)", ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"), "date"),
+    (2, "Snow onset date (SOD)", ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"), "date"),
+    (4, "First snow day", ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"), "date"),
+    (5, "Last snow day", ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"), "date"),
+    (6, "Clear observations (NOBS)", ("#fff5eb", "#fdbe85", "#fd8d3c", "#d94701", "#8c2d04"), "count"),
+    (7, "Unknown days", ("#f0f0f0", "#bdbdbd", "#fc9272", "#de2d26", "#a50f15"), "days"),
+)
+
+
+def duration_period(path: str) -> Tuple[int, Optional[str], int]:
+    """(days of the period, its start date ISO or None, number of snow map dates) of a duration GeoTIFF."""
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        tags = ds.tags()
+    try:
+        days = max(1, int(tags.get("PERIOD_DAYS", "365")))
+    except ValueError:
+        days = 365
+    dates = [d for d in tags.get("SNOW_MAP_DATES", "").split(";") if d]
+    return days, tags.get("PERIOD_START") or None, max(1, len(dates))
+
+
+def _duration_ramp(colours: Sequence[str], kind: str, days: int, start: Optional[str], dates: int) -> Ramp:
+    import datetime
+
+    top = dates if kind == "count" else days if kind == "days" else days - 1
+    top = max(1, top)
+    ramp = []
+    for i, colour in enumerate(colours):
+        value = round(top * i / (len(colours) - 1))
+        if kind == "date" and start:
+            label = (datetime.date.fromisoformat(start) + datetime.timedelta(days=value)).isoformat()
+        else:
+            label = f"{value}" + (" days" if kind == "days" else "")
+        ramp.append((value, colour, label))
+    return ramp
+
+
+def style_snow_duration(layer) -> None:
+    """Each band of a snow cover duration GeoTIFF as a named style of the layer (SCD shown; the others in
+    the layer's Styles menu): day counts and days of the period (labelled with their dates) on colour ramps."""
+    days, start, dates = duration_period(layer.source().split("|")[0])
+    styles = [(name, band, _duration_ramp(colours, kind, days, start, dates))
+              for band, name, colours, kind in DURATION_STYLES if band <= layer.bandCount()]
+    manager = layer.styleManager()
+    for name in [n for n, _, _ in styles if n in manager.styles() and n != manager.currentStyle()]:
+        manager.removeStyle(name)
+    if manager.currentStyle() != styles[0][0]:
+        manager.renameStyle(manager.currentStyle(), styles[0][0])
+    for name, band, ramp in styles[1:]:
+        _pseudocolor(layer, ramp, band)
+        manager.addStyleFromLayer(name)
+    _pseudocolor(layer, styles[0][2], styles[0][1])
+
+
 STYLES = {
     "slope_degrees": style_slope_degrees,
     "slope_percent": style_slope_percent,
@@ -142,6 +217,8 @@ STYLES = {
     "ndsi": style_ndsi,
     "fsc": style_fsc,
     "sentinel2": style_sentinel2,
+    "snow_duration": style_snow_duration,
+    "cloudmask": style_cloudmask,
 }
 
 

@@ -1,4 +1,5 @@
-"""The ukis-csmask cloud / shadow detector run by :mod:`topoclear.engine.clouds.masks.detector`.
+"""The ukis-csmask cloud / shadow detector run by :mod:`topoclear.engine.clouds.masks.detector` (tiles) and
+:mod:`topoclear.engine.clouds.masks.detector_scene` (whole scenes).
 
 Real data only (../shared/data):
 
@@ -32,11 +33,8 @@ from topoclear.engine.clouds.masks.detector import (
     SIX_BANDS,
     CloudDetector,
     DetectorUnavailable,
-    block_factor,
-    buffer_classes,
-    detect_scene,
-    plan_scene,
 )
+from topoclear.engine.clouds.masks.detector_scene import block_factor, buffer_classes, detect_scene, plan_scene
 from topoclear.engine.errors import Cancelled, InputError, TopoClearError
 from topoclear.engine.progress import Monitor
 

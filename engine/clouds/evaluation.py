@@ -7,7 +7,13 @@ rasters: taken as reflectance), **MAE** and **RMSE** in reflectance, **PSNR** in
 K2 0.03, data range 1, mean over bands and over the window positions inside the image),
 **SAM** in degrees (mean spectral angle over pixels).
 
-With a cloud mask (1 = cloud or shadow): the cloud fraction, PSNR inside and outside the mask,
+The cloud mask is read by the mask engine's rules (:mod:`topoclear.engine.clouds.masks.choice`): an SCL
+raster as classes 3, 8, 9, 10; any other mask raster as 0 clear, 2 shadow, other values cloud, its
+nodata no data (TopoClear's 0/1/2/255 cloud masks read back as written). Without a mask raster the
+mask can be computed from the cloudy input (``"detector"``, or ``"auto"``: its SCL band, else the
+pretrained detector, else the DSen2-CR rules) by :mod:`topoclear.engine.clouds.masks.engine`.
+
+With a cloud mask (cloud or shadow): the cloud fraction, PSNR inside and outside the mask,
 MAE and SAM inside the mask (DSen2-CR's *reconstruction*); with the cloudy input as well: MAE
 and SAM of the prediction against the cloudy input on clear pixels (*reproduction*; zero when
 clear pixels were kept).
@@ -37,12 +43,12 @@ from rasterio.windows import Window
 
 from ..errors import InputError
 from ..io.atomic import write_text_atomic
-from .masks.scl import scl_cloud_shadow_mask
 from ..progress import SILENT, Monitor
 from ..io.raster import Grid, declared_nodata, open_raster
 from ..io.warp import warp_window
 from ..sentinel2.bands import STACK_LAYOUTS, is_scl_name
-from .masks.kinds import RASTER, SCL, mask_method
+from .masks.choice import raster_classes, scl_classes
+from .masks.kinds import AUTO, DETECTOR, RASTER, SCL, mask_method
 from ..sentinel2.locate import bands_named_in_descriptions
 
 SSIM_HALO = 5  # (11 - 1) / 2
@@ -174,9 +180,38 @@ def parse_bands(text: Optional[str], ds, role: str) -> Optional[List[int]]:
 
 def _mask_values(ds, band: int, kind: str, grid: Grid, win: Window) -> np.ndarray:
     values = warp_window(ds, band, grid, win, Resampling.nearest)
-    if kind == SCL.key:
-        return scl_cloud_shadow_mask(np.where(np.isfinite(values), values, 0).astype(np.int32))
-    return np.isfinite(values) & (values != 0)
+    classes = scl_classes(values) if kind == SCL.key else raster_classes(values)
+    return (classes == 1) | (classes == 2)
+
+
+def _computed_mask(cloudy: Optional[str], kind: str, notes: List[str], monitor: Monitor):
+    """The mask engine's classes of the cloudy input (``kind`` ``"detector"`` or ``"auto"``) in a temporary
+    class raster, or None (``"auto"`` when no method can run on it)."""
+    from .masks.engine import open_scene_mask, relay
+    from .masks.run import locate_product, scene_grid
+    from .masks.choice import DETECTOR_BANDS_4, method_bands
+
+    if not cloudy:
+        if kind == DETECTOR.key:
+            raise InputError("cloud mask: the pretrained detector computes the mask from the cloudy input: give it")
+        return None
+    try:
+        product = locate_product(cloudy)
+        engine = open_scene_mask(product, scene_grid(product, method_bands(kind, product) or DETECTOR_BANDS_4),
+                                 kind, consumer="evaluate", monitor=relay(monitor, say=notes.append, progress=False))
+    except InputError as exc:
+        if kind != AUTO.key:
+            raise
+        notes.append(f"no cloud mask: none can be computed from the cloudy input ({exc})")
+        return None
+    if engine is None:
+        return None
+    try:
+        engine.prepare(monitor)
+    except BaseException:
+        engine.close()
+        raise
+    return engine
 
 
 def evaluate_rasters(prediction: str, reference: str, cloudy: Optional[str] = None, mask: Optional[str] = None,
@@ -190,7 +225,9 @@ def evaluate_rasters(prediction: str, reference: str, cloudy: Optional[str] = No
     they have named bands, else by number. The reference fixes the grid: the prediction (and
     the others) are resampled onto it by nearest neighbour when their grid differs.
     ``mask_kind``: a method of :func:`~topoclear.engine.clouds.masks.kinds.mask_methods` ``("evaluate")``:
-    ``"scl"``, ``"raster"`` (non-zero = cloud) or ``"auto"`` (SCL when the file name says so).
+    ``"scl"``, ``"raster"`` (0 clear, 2 shadow, other values cloud, its nodata no data), ``"detector"``
+    (computed from ``cloudy``) or ``"auto"`` (the mask raster, as SCL when its file name says so; without
+    one, computed from ``cloudy`` when given: see the module notes).
     """
     mask_kind = mask_method(mask_kind, "evaluate").key
     notes: List[str] = []
@@ -216,10 +253,18 @@ def evaluate_rasters(prediction: str, reference: str, cloudy: Optional[str] = No
             cl = _Raster(cloudy, "cloudy input", grid, cl_bands, offset, scale)
             opened.append(cl)
         mds = None
-        if mask:
+        if mask and mask_kind != DETECTOR.key:
             mds = open_raster(mask, "cloud mask")
-            if mask_kind == "auto":
+            if mask_kind == AUTO.key:
                 mask_kind = SCL.key if is_scl_name(mask) else RASTER.key
+        else:
+            if mask:
+                notes.append("a mask raster was given but the cloud mask is computed by the detector: it is not used")
+            computed = _computed_mask(cloudy, mask_kind, notes, monitor)
+            if computed is not None:
+                opened.append(computed)
+                mds = open_raster(computed.cache_path, "cloud mask")
+                mask_kind, mask_band = RASTER.key, 1
         if cl is not None and mds is None:
             notes.append("no cloud mask: reproduction metrics (clear pixels) need one and are left out")
         sums = _Sums()

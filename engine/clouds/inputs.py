@@ -12,9 +12,11 @@ extent). They may come in any CRS, resolution or extent:
 * **DEM**: the terrain stack (elevation, slope, aspect, hillshade lit by the scene's sun) is
   derived on the DEM's own grid and resampled bilinearly onto each window
   (:mod:`topoclear.engine.terrain.stack`; aspect through its sine and cosine).
-* **Cloud masks**: a Sen2Cor SCL band (classes 3 shadow, 8/9 cloud, 10 cirrus), any mask
-  raster (non-zero = cloud), or the DSen2-CR rule-based cloud and shadow masks computed from
-  the Level-1C bands (:mod:`topoclear.engine.clouds.masks.rules`); resampled by nearest neighbour.
+* **Cloud masks**: the classes of the mask engine (:mod:`topoclear.engine.clouds.masks.engine`):
+  the pretrained detector, a Sen2Cor SCL band (classes 3 shadow, 8/9 cloud, 10 cirrus), a mask
+  raster (0 clear, 2 shadow, other values cloud, its nodata no data), or the DSen2-CR rules on
+  the Level-1C bands; resampled by nearest neighbour. The detector is run once over the whole
+  scene into a temporary class raster, read back window by window.
 
 **Coverage.** Each source's extent is compared with the scene's: no overlap is always an error;
 partial coverage is refused (``policy="refuse"``, the default) with the covered percentage in
@@ -44,11 +46,9 @@ from ..errors import InputError
 from ..io.raster import Grid, ThreadLocalDatasets, check_band, open_raster, overview, valid_mask
 from ..io.warp import check_coverage, warp_window
 from ..progress import SILENT, Monitor
-from ..sentinel2.bands import is_scl_name
 from ..sentinel2.metadata import SunAngles
-from .masks.kinds import AUTO, NONE, RASTER, RULES, SCL, mask_method
-from .masks.rules import CLOUD_SCORE_HALO, SHADOW_HALO, cloud_shadow_masks_l1c, shadow_thresholds
-from .masks.scl import scl_cloud_shadow_mask
+from .masks.engine import RULES_BANDS, SceneMask, choose_method, open_scene_mask, relay
+from .masks.kinds import DETECTOR
 from .tiling import take, tile_source
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,7 +60,7 @@ S1_FILL_DB: Dict[str, float] = {"VV": -12.0, "VH": -19.0}
 TERRAIN_FILL: Dict[str, float] = {"slope": 0.0, "aspect": 0.0}
 S1_UNITS = ("auto", "db", "linear")
 #: Bands the DSen2-CR rule-based masks need (Level-1C, with B1 and B10).
-COMPUTED_MASK_BANDS = ("B1", "B2", "B3", "B4", "B8", "B10", "B11")
+COMPUTED_MASK_BANDS = RULES_BANDS
 
 WindowTuple = Tuple[int, int, int, int]  # row0, col0, rows, cols (inside the scene)
 
@@ -217,6 +217,15 @@ class S1Source:
             self.pixels += missing.size
         return out
 
+    def valid(self, window: WindowTuple) -> np.ndarray:
+        """(rows, cols) True where every needed polarisation has a value (before the neutral fill)."""
+        ok = np.ones(window[2:], bool)
+        for pol in self.needed:
+            file, index = self.where[pol]
+            values = warp_window(self._datasets.get(file), index, self.grid, _window(window), Resampling.bilinear)
+            ok &= np.isfinite(values) & ((values > 0) if self.units[pol] == "linear" else True)
+        return ok
+
     def close(self) -> None:
         self._datasets.close()
 
@@ -303,63 +312,25 @@ class TerrainSource:
 # Cloud masks
 # --------------------------------------------------------------------------------------------
 class MaskSource:
-    """Cloud (and shadow) mask on windows of the S2 grid: True = cloud or shadow.
+    """Cloud (and shadow) mask on windows of the S2 grid, True = cloud or shadow: the classes of a
+    :class:`~topoclear.engine.clouds.masks.engine.SceneMask` (``classes`` gives them as 0 clear, 1 cloud,
+    2 shadow, 255 nodata). ``kind``: the method decided; ``summary``: what was chosen and why."""
 
-    ``kind``: ``"scl"`` (Sen2Cor classes 3, 8, 9, 10), ``"raster"`` (non-zero = cloud) or
-    ``"computed"`` (DSen2-CR rules; needs ``reader``, a callable returning the Level-1C
-    reflectance bands of a window, and ``scene_sample`` for the scene-wide shadow thresholds).
-    """
-
-    KINDS = (SCL.key, RASTER.key, RULES.key)
-
-    def __init__(self, kind: str, grid: Grid, path: Optional[str] = None, band: int = 1,
-                 reader=None, scene_sample: Optional[Dict[str, np.ndarray]] = None) -> None:
-        if kind not in self.KINDS:
-            raise InputError(f"cloud mask kind {kind!r} is not one of {', '.join(self.KINDS)}")
-        self.kind = kind
-        self.grid = grid
-        self.path = path
-        self.band = int(band)
-        self._reader = reader
-        self._datasets = ThreadLocalDatasets("cloud mask")
-        if kind in (SCL.key, RASTER.key):
-            if not path:
-                raise InputError(f"a {kind} cloud mask needs a raster")
-            with open_raster(path, "cloud mask") as ds:
-                check_band(ds, self.band, "cloud mask")
-                check_coverage(Grid.of(ds), grid, "Cloud mask", path, "refuse")
-            self.summary = (f"cloud mask: {os.path.basename(path)} band {self.band}, "
-                            + ("Sen2Cor SCL classes 3 (shadow), 8, 9 (cloud), 10 (cirrus)" if kind == "scl"
-                               else "non-zero = cloud") + "; nearest-neighbour resampling")
-        else:
-            if reader is None or scene_sample is None:
-                raise InputError("a computed cloud mask needs the Sentinel-2 Level-1C bands")
-            valid = np.all([np.isfinite(v) for v in scene_sample.values()], axis=0)
-            if not valid.any():
-                raise InputError("the Sentinel-2 input holds only nodata or NaN")
-            filled = {k: np.where(valid, v, 0.0) for k, v in scene_sample.items()}
-            self.thresholds = shadow_thresholds(filled, valid=valid)
-            self.summary = ("cloud mask: computed from the Level-1C bands with the DSen2-CR rules (cloud score "
-                            f">= 0.2, Zhai 2018 shadows with scene thresholds CSI < {self.thresholds[0]:.4f}, "
-                            f"B2 < {self.thresholds[1]:.4f})")
+    def __init__(self, engine: SceneMask) -> None:
+        self.engine = engine
+        self.kind = engine.method.key
+        self.grid = engine.grid
+        self.summary = engine.summary()
 
     def read(self, window: WindowTuple) -> np.ndarray:
-        """Boolean (rows, cols): True = cloud / shadow (pixels outside a mask raster: clear)."""
-        if self.kind == RULES.key:
-            halo = CLOUD_SCORE_HALO + SHADOW_HALO
-            bands = self._reader(window, halo)
-            masks = cloud_shadow_masks_l1c({k: np.nan_to_num(v, nan=0.0) for k, v in bands.items()},
-                                           thresholds=self.thresholds)
-            return masks["csm"][halo:halo + window[2], halo:halo + window[3]]
-        ds = self._datasets.get(self.path)
-        values = warp_window(ds, self.band, self.grid, _window(window), Resampling.nearest)
-        if self.kind == SCL.key:
-            codes = np.where(np.isfinite(values), values, 0).astype(np.int32)
-            return scl_cloud_shadow_mask(codes)
-        return np.isfinite(values) & (values != 0)
+        """Boolean (rows, cols): True = cloud / shadow (nodata and pixels outside a mask raster: False)."""
+        return self.engine.cloud_shadow(window)
+
+    def classes(self, window: WindowTuple) -> np.ndarray:
+        return self.engine.classes(window)
 
     def close(self) -> None:
-        self._datasets.close()
+        self.engine.close()
 
 
 def padded_read(read, window: WindowTuple, halo: int, height: int, width: int) -> np.ndarray:
@@ -371,41 +342,31 @@ def padded_read(read, window: WindowTuple, halo: int, height: int, width: int) -
 
 def resolve_mask_method(scene: "S2Scene", kind: str, mask: Optional[str], band: int
                         ) -> Tuple[str, Optional[str], int]:
-    """(method, mask raster, band) with ``"auto"`` decided: the given raster (SCL if its name says so),
-    else the product's SCL band, else the DSen2-CR rules when the Level-1C bands are there, else none."""
-    kind = mask_method(kind, "removal").key
-    if kind != AUTO.key:
-        return kind, mask, band
-    if mask:
-        return (SCL.key if is_scl_name(mask) else RASTER.key), mask, band
-    if scene.product.scl is not None:
-        return SCL.key, scene.product.scl.path, scene.product.scl.index
-    if all(b in scene.bands for b in COMPUTED_MASK_BANDS):
-        return RULES.key, None, band
-    return NONE.key, None, band
+    """(method, mask raster, band) with ``"auto"`` decided by the mask engine
+    (:func:`~topoclear.engine.clouds.masks.engine.choose_method`): the given raster (SCL if its name says
+    so), else the product's SCL band, else the pretrained detector when installed, else the DSen2-CR
+    rules when the Level-1C bands are there, else none."""
+    choice = choose_method(scene.product, kind, mask, band, "removal")
+    return choice.key, choice.raster, choice.band
 
 
-def scene_mask(scene: "S2Scene", kind: str, mask: Optional[str] = None, band: int = 1) -> Optional[MaskSource]:
+def scene_mask(scene: "S2Scene", kind: str, mask: Optional[str] = None, band: int = 1,
+               monitor: Monitor = SILENT, say=None, buffer_m: float = 0.0) -> Optional[MaskSource]:
     """The cloud mask of ``scene`` for the mask method ``kind`` (see :func:`resolve_mask_method`); None
-    for no mask."""
-    kind, mask, band = resolve_mask_method(scene, kind, mask, band)
-    if kind in (SCL.key, RASTER.key):
-        return MaskSource(kind, scene.grid, str(mask) if mask else None, band)
-    if kind != RULES.key:
+    for no mask. What was chosen and why goes to ``say`` (default: ``monitor.message``); the detector
+    runs once over the whole scene here (progress through ``monitor``), into a temporary class raster
+    removed by :meth:`MaskSource.close`."""
+    engine = open_scene_mask(scene.product, scene.grid, kind, mask=mask, mask_band=band, consumer="removal",
+                             buffer_m=buffer_m, monitor=relay(monitor, say=say, progress=False))
+    if engine is None:
         return None
-    missing = [b for b in COMPUTED_MASK_BANDS if b not in scene.bands]
-    if missing:
-        raise InputError(f"the computed cloud mask (DSen2-CR rules) needs the Level-1C bands "
-                         f"{', '.join(COMPUTED_MASK_BANDS)}; the input lacks {', '.join(missing)}. "
-                         "Give an SCL band or a mask raster instead")
-    overview_bands = scene.overview(["B2", "B8", "B11"])
-
-    def l1c_reader(window, halo):
-        data = padded_read(lambda w: scene.read_reflectance(COMPUTED_MASK_BANDS, w) / 10000.0, window, halo,
-                           scene.height, scene.width)
-        return dict(zip(COMPUTED_MASK_BANDS, data))
-
-    return MaskSource(RULES.key, scene.grid, reader=l1c_reader, scene_sample=overview_bands)
+    try:
+        if engine.method.key == DETECTOR.key:
+            engine.prepare(monitor)
+    except BaseException:
+        engine.close()
+        raise
+    return MaskSource(engine)
 
 
 __all__ = ["S1_UNITS", "COMPUTED_MASK_BANDS", "S1_FILL_DB", "TERRAIN_FILL", "locate_s1", "detect_s1_units", "S1Source", "TerrainSource",
