@@ -20,9 +20,10 @@ from rasterio.transform import from_origin
 from topoclear.engine.errors import Cancelled, InputError
 from topoclear.engine.io.raster import Grid
 from topoclear.engine.progress import Monitor
+from topoclear.engine.snow.areas import row_areas_m2
 from topoclear.engine.snow.duration import (BAND_DESCRIPTIONS, BAND_NAMES, DURATION_NODATA, SnowDurationRequest,
-                                            duration_kernel, ellipsoid_row_areas_m2, merge_same_dates,
-                                            snow_cover_duration, snow_date_statistics, write_date_statistics_csv)
+                                            duration_kernel, merge_same_dates, snow_cover_duration,
+                                            snow_date_statistics, write_date_statistics_csv)
 
 START = date(2020, 9, 1)
 ND = DURATION_NODATA
@@ -240,15 +241,15 @@ def test_kernel_rejects_bad_arguments():
 
 def test_row_areas_geographic_on_the_ellipsoid_and_projected():
     globe = Grid(CRS.from_epsg(4326), from_origin(-180, 90, 1, 1), 360, 180)
-    rows = ellipsoid_row_areas_m2(globe, 0, 180)
+    rows = row_areas_m2(globe, 0, 180)
     # WGS 84 surface area 510 065 621.724 km^2; rows symmetric about the equator
     assert rows.sum() * 360 / 1e6 == pytest.approx(510_065_621.724, rel=1e-9)
     np.testing.assert_allclose(rows[:90], rows[::-1][:90], rtol=1e-12)
     # a 1 x 1 degree cell at the equator: 12 308.8 km^2 on WGS 84
     assert rows[90] / 1e6 == pytest.approx(12308.8, abs=0.5)
-    assert ellipsoid_row_areas_m2(globe, 90, 1)[0] == rows[90]
+    assert row_areas_m2(globe, 90, 1)[0] == rows[90]
     utm = Grid(UTM, from_origin(500000, 5000000, 20, 20), 10, 10)
-    np.testing.assert_array_equal(ellipsoid_row_areas_m2(utm, 3, 4), np.full(4, 400.0))
+    np.testing.assert_array_equal(row_areas_m2(utm, 3, 4), np.full(4, 400.0))
 
 
 # -- whole scenes ------------------------------------------------------------------------------
@@ -341,7 +342,7 @@ def test_geographic_scene_statistics_use_row_areas(tmp_path):
     values[3, 0] = 255
     path = write_map(tmp_path / "geo.tif", values, transform=transform, crs=CRS.from_epsg(4326))
     (row,) = snow_date_statistics([(path, START)])
-    areas = ellipsoid_row_areas_m2(Grid(CRS.from_epsg(4326), transform, 3, 4), 0, 4)
+    areas = row_areas_m2(Grid(CRS.from_epsg(4326), transform, 3, 4), 0, 4)
     assert row.snow_km2 == pytest.approx(3 * areas[1] / 1e6)
     assert row.valid_km2 == pytest.approx((3 * areas[:3].sum() + 2 * areas[3]) / 1e6)
     assert row.clear_percent == pytest.approx(100.0)

@@ -1,21 +1,32 @@
-"""The Snow cover dock: snow maps of the layer on the canvas, in the background, added styled to the map."""
+"""The Snow cover dock: snow maps of the layer on the canvas, in the background, added styled to the map; and a
+season (several dates checked among the project's raster layers) made into snow cover duration, with the chart
+of the snow area per date shown in the dock."""
 from __future__ import annotations
 
+import os
+import time
 from typing import List, Optional
 
-from qgis.core import QgsCoordinateTransform, QgsProject, QgsRasterLayer
-from qgis.gui import QgsCollapsibleGroupBox, QgsDoubleSpinBox, QgsRasterBandComboBox, QgsSpinBox
-from qgis.PyQt.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QRadioButton,
-                                 QVBoxLayout, QWidget)
+from qgis.core import QgsCoordinateTransform, QgsMapLayerType, QgsProcessingUtils, QgsProject, QgsRasterLayer
+from qgis.gui import QgsCollapsibleGroupBox, QgsDoubleSpinBox, QgsFileWidget, QgsRasterBandComboBox, QgsSpinBox
+from qgis.PyQt.QtCore import QByteArray, Qt
+from qgis.PyQt.QtGui import QColor, QPainter, QPixmap
+from qgis.PyQt.QtSvg import QSvgRenderer
+from qgis.PyQt.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit,
+                                 QListWidget, QListWidgetItem, QPushButton, QRadioButton, QSizePolicy, QVBoxLayout,
+                                 QWidget)
 
 from ..engine.errors import InputError
+from ..engine.snow.chart import snow_area_svg
 from ..engine.snow.mapping import snow_map
 from ..engine.snow.parameters import SnowParameters
 from ..engine.snow.results import SnowResult
+from ..engine.snow.series import SnowSeriesReport, date_scenes, snow_series
 from ..qgis_common.layers import file_behind_layer
-from ..qgis_common.snow_choices import (CLOUD_CHOICES, LIS_FIELDS, METHOD_CHOICES, SNOW_MAP_ROLES, THRESHOLD_FIELDS,
-                                        ImageChoice, SnowMapChoice, Threshold, band_label, cloud_uses_raster,
-                                        sentinel2_input, snow_map_request, snow_parameters)
+from ..qgis_common.snow_choices import (CLOUD_CHOICES, GRID_CHOICES, LIS_FIELDS, METHOD_CHOICES, SNOW_MAP_ROLES,
+                                        THRESHOLD_FIELDS, ImageChoice, SeasonChoice, SnowMapChoice, Threshold,
+                                        band_label, cloud_uses_raster, season_request, sentinel2_input,
+                                        snow_map_request, snow_parameters)
 from ..qgis_common.styles import apply_style
 from .engine_task import EngineTask
 from .task_dock import TaskDock, raster_combo
@@ -37,6 +48,51 @@ def _spin(field: Threshold):
     box.setClearValue(field.default)
     box.setShowClearButton(True)
     return box
+
+
+class ChartView(QLabel):
+    """An SVG chart drawn at the width the dock gives it (its height follows the chart's aspect ratio): it
+    never widens the dock."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._renderer: Optional[QSvgRenderer] = None
+        self.svg = ""
+        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+        self.setMinimumWidth(1)
+        self.setAlignment(Qt.AlignLeft | Qt.AlignTop)
+        self.setFixedHeight(0)
+
+    def set_svg(self, text: str) -> None:
+        self.svg = text
+        self._renderer = QSvgRenderer(QByteArray(text.encode("utf-8"))) if text else None
+        self._draw()
+
+    def aspect(self) -> float:
+        size = self._renderer.defaultSize() if self._renderer is not None else None
+        return size.height() / size.width() if size is not None and size.width() > 0 else 0.5
+
+    def resizeEvent(self, event):  # noqa: N802 (Qt API name)
+        super().resizeEvent(event)
+        self._draw()
+
+    def _draw(self) -> None:
+        if self._renderer is None or not self._renderer.isValid():
+            self.clear()
+            self.setFixedHeight(0)
+            return
+        width = max(1, self.width())
+        height = max(1, int(round(width * self.aspect())))
+        if self.height() != height:
+            self.setFixedHeight(height)
+        ratio = self.devicePixelRatioF()
+        pixmap = QPixmap(int(width * ratio), int(height * ratio))
+        pixmap.fill(QColor("white"))
+        painter = QPainter(pixmap)
+        self._renderer.render(painter)
+        painter.end()
+        pixmap.setDevicePixelRatio(ratio)
+        self.setPixmap(pixmap)
 
 
 class SnowDock(TaskDock):
@@ -74,7 +130,8 @@ class SnowDock(TaskDock):
         inputs.addRow("Cloud raster", self.cloud_combo)
         layout.addLayout(inputs)
 
-        bands = QgsCollapsibleGroupBox("Bands (automatic unless chosen)")
+        bands = QgsCollapsibleGroupBox("Bands [automatic]")
+        bands.setToolTip("Bands are found automatically unless chosen here")
         bands.setCollapsed(True)
         band_form = QFormLayout(bands)
         self.band_combos = {}
@@ -87,7 +144,7 @@ class SnowDock(TaskDock):
         layout.addWidget(bands)
         self._build_method(layout)
 
-        where = QHBoxLayout()
+        where = QVBoxLayout()  # one above the other: the dock stays narrow
         self.extent_group = QButtonGroup(self)
         self.whole_layer = QRadioButton("Whole layer")
         self.canvas_extent = QRadioButton("Canvas extent")
@@ -99,9 +156,11 @@ class SnowDock(TaskDock):
 
         self.add_output_row(layout, "Snow map")
         self.add_run_controls(layout)
+        self._build_season(layout)
         layout.addWidget(self.result_label)
         layout.addWidget(self.log)
         layout.addStretch(1)
+        self._fit_narrow(body)
         self.set_body(body)
 
         self.layer_combo.layerChanged.connect(self._layer_changed)
@@ -110,6 +169,17 @@ class SnowDock(TaskDock):
         self._layer_changed(self.layer_combo.currentLayer())
         self._method_changed()
         self._cloud_changed()
+
+    @staticmethod
+    def _fit_narrow(body: QWidget) -> None:
+        """Labels wrap and form rows put the field under a label that does not fit: the dock stays usable at
+        about 300 px, scrolling vertically only."""
+        for form in body.findChildren(QFormLayout):
+            form.setRowWrapPolicy(QFormLayout.WrapLongRows)
+        for label in body.findChildren(QLabel):
+            label.setWordWrap(True)
+        for box in body.findChildren(QCheckBox):
+            box.setMinimumWidth(1)
 
     def _build_method(self, layout: QVBoxLayout) -> None:
         """The method menu and each method's thresholds (one group shown at a time)."""
@@ -131,7 +201,8 @@ class SnowDock(TaskDock):
         form.addRow(self.red_test, self.red_threshold)
         layout.addWidget(self.threshold_box)
 
-        self.lis_box = QgsCollapsibleGroupBox("Let It Snow thresholds (operational defaults)")
+        self.lis_box = QgsCollapsibleGroupBox("Let It Snow thresholds")
+        self.lis_box.setToolTip("Let It Snow's thresholds, at their operational defaults")
         form = QFormLayout(self.lis_box)
         self.lis_spins = {}
         for field in LIS_FIELDS:
@@ -224,3 +295,160 @@ class SnowDock(TaskDock):
         self.show_result(True, f"<b>Snow: {result.snow_area_km2:.3f} km²</b> = {result.snow_percent:.2f} % of the valid "
                          f"area ({result.valid_area_km2:.3f} km²)<br>Cloud: {result.cloud_percent:.2f} %"
                          f"{snowline}")
+
+    # -- the season: several dates -> snow cover duration ---------------------------------------------
+
+    def _build_season(self, layout: QVBoxLayout) -> None:
+        """The Season section: the dates checked among the raster layers, the period and gap limit, the
+        outputs, its Run button and the chart of the snow area per date."""
+        self.season_box = QgsCollapsibleGroupBox("Season: snow duration")
+        self.season_box.setToolTip("Snow cover duration, melt-out date and clear observations from several dates")
+        self.season_box.setCollapsed(True)
+        box = QVBoxLayout(self.season_box)
+        box.addWidget(QLabel("Check the dates among the raster layers (method, thresholds, DEM and cloud mask "
+                             "as set above; the cloud mask of each date is its product's SCL, or none):"))
+        box.itemAt(0).widget().setWordWrap(True)
+        self.season_list = QListWidget()
+        self.season_list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.season_list.setTextElideMode(Qt.ElideMiddle)
+        self.season_list.setMinimumWidth(60)
+        self.season_list.setMaximumHeight(140)
+        box.addWidget(self.season_list)
+        form = QFormLayout()
+        form.setRowWrapPolicy(QFormLayout.WrapLongRows)
+        self.season_dates = QLineEdit()
+        self.season_dates.setPlaceholderText("[from metadata or names] YYYY-MM-DD, ... in list order")
+        form.addRow("Dates", self.season_dates)
+        self.season_start, self.season_end = QLineEdit(), QLineEdit()
+        self.season_start.setPlaceholderText("[first date] YYYY-MM-DD")
+        self.season_end.setPlaceholderText("[last date] YYYY-MM-DD")
+        form.addRow("Period start", self.season_start)
+        form.addRow("Period end", self.season_end)
+        self.season_gap = QgsSpinBox()
+        self.season_gap.setRange(0, 100000)
+        self.season_gap.setValue(15)
+        self.season_gap.setClearValue(15)
+        form.addRow("Max gap (days)", self.season_gap)
+        self.season_grids = QComboBox()
+        for choice in GRID_CHOICES:
+            self.season_grids.addItem(choice.label, choice.key)
+        form.addRow("Other grids", self.season_grids)
+        self.season_output = QgsFileWidget()
+        self.season_output.setStorageMode(QgsFileWidget.SaveFile)
+        self.season_output.setFilter("GeoTIFF (*.tif *.tiff)")
+        self.season_output.lineEdit().setPlaceholderText("[temporary file]")
+        form.addRow("Duration", self.season_output)
+        self.season_folder = QgsFileWidget()
+        self.season_folder.setStorageMode(QgsFileWidget.GetDirectory)
+        self.season_folder.lineEdit().setPlaceholderText("[not kept]")
+        form.addRow("Snow maps folder", self.season_folder)
+        box.addLayout(form)
+        self.season_button = QPushButton("Run season")
+        box.addWidget(self.season_button)
+        self.chart = ChartView()
+        self.chart.setToolTip("Snow area per date: filled dots clear observations, hollow dots cloudy ones, grey "
+                              "bars the cloud %, the shaded band the period")
+        box.addWidget(self.chart)
+        layout.addWidget(self.season_box)
+        self.last_season: Optional[SnowSeriesReport] = None
+        self.season_button.clicked.connect(self.run_season)
+        project = QgsProject.instance()
+        project.layersAdded.connect(self.refresh_season_layers)
+        project.layersRemoved.connect(self.refresh_season_layers)
+        self.refresh_season_layers()
+
+    def refresh_season_layers(self, *_) -> None:
+        """List the project's raster layers (checked ones stay checked)."""
+        from qgis.PyQt import sip
+
+        if sip.isdeleted(self) or sip.isdeleted(self.season_list):
+            return
+        checked = set(self.season_layer_ids())
+        self.season_list.clear()
+        for layer in QgsProject.instance().mapLayers().values():
+            if layer.type() != QgsMapLayerType.RasterLayer:
+                continue
+            item = QListWidgetItem(layer.name())
+            item.setData(Qt.UserRole, layer.id())
+            item.setToolTip(layer.source())
+            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+            item.setCheckState(Qt.Checked if layer.id() in checked else Qt.Unchecked)
+            self.season_list.addItem(item)
+
+    def season_layer_ids(self) -> List[str]:
+        """The ids of the checked layers, in list order."""
+        items = (self.season_list.item(i) for i in range(self.season_list.count()))
+        return [item.data(Qt.UserRole) for item in items if item.checkState() == Qt.Checked]
+
+    def check_season_layers(self, layers) -> None:
+        """Check ``layers`` (and uncheck the others)."""
+        ids = {layer.id() for layer in layers}
+        for i in range(self.season_list.count()):
+            item = self.season_list.item(i)
+            item.setCheckState(Qt.Checked if item.data(Qt.UserRole) in ids else Qt.Unchecked)
+
+    def season_choice(self) -> SeasonChoice:
+        project = QgsProject.instance()
+        images = [file_behind_layer(project.mapLayer(i), "Season layer") for i in self.season_layer_ids()]
+        method = self.method_combo.currentData()
+        dem_layer = self.dem_combo.currentLayer() if method == "lis" else None
+        output = self.season_output.filePath().strip()
+        if output and not output.lower().endswith((".tif", ".tiff")):
+            output += ".tif"
+        if not output:
+            stamp = f"{time.strftime('%Y%m%d_%H%M%S')}_{int(time.time() * 1000) % 1000:03d}"
+            output = os.path.join(QgsProcessingUtils.tempFolder(), f"snowduration_{stamp}.tif")
+        return SeasonChoice(
+            images=images, output=output, dates=self.season_dates.text(), method=method,
+            values=self.threshold_values(), red_test=self.red_test.isChecked(),
+            dem=file_behind_layer(dem_layer, "DEM"), cloud=self.cloud_mode.currentData(),
+            start=self.season_start.text(), end=self.season_end.text(), max_gap_days=self.season_gap.value(),
+            grids=self.season_grids.currentData(), snow_map_folder=self.season_folder.filePath().strip() or None,
+            window_rows=self._window_rows)
+
+    def run_season(self) -> None:
+        if self._task is not None:
+            return
+        try:
+            request, notes = season_request(self.season_choice())
+            date_scenes(request.scenes)  # an image without a date is named now, before the run
+        except (ValueError, InputError) as exc:
+            self.show_result(False, str(exc))
+            return
+        self.start(EngineTask("Snow season", lambda monitor: snow_series(request, monitor), self._season_done))
+        for note in notes:
+            self.log_message(note)
+
+    def _season_done(self, ok: bool, report: Optional[SnowSeriesReport], error: Optional[str],
+                     messages: List[str]) -> None:
+        if not self.task_done(ok and report is not None):
+            return
+        if not ok or report is None:
+            self.show_result(False, error or "The snow season failed.")
+            return
+        self.last_season = report
+        name = f"Snow cover duration {report.start.isoformat()} to {report.end.isoformat()}"
+        layer = QgsRasterLayer(report.output, name, "gdal")
+        if not layer.isValid():
+            self.show_result(False, f"The snow cover duration was written to {report.output} but QGIS could not "
+                             "open it")
+            return
+        apply_style(layer, "snow_duration")
+        QgsProject.instance().addMapLayer(layer)
+        self.last_layer_id = layer.id()
+        self.chart.set_svg(snow_area_svg(report.rows, report.start, report.end, width=320, height=240))
+        s = report.summary
+        self.show_result(True, f"<b>Snow cover duration: mean {s.mean_scd:.1f} days</b> (max {s.max_scd}) over "
+                         f"{len(report.rows)} dates, {report.start.isoformat()} to {report.end.isoformat()}; "
+                         f"{s.snow_free_percent:.1f} % of the pixels never snow-covered; mean {s.mean_nobs:.1f} "
+                         "clear observations")
+
+    def start(self, task) -> None:
+        super().start(task)
+        self.season_button.setEnabled(False)
+
+    def task_done(self, ok: bool) -> bool:
+        alive = super().task_done(ok)
+        if alive:
+            self.season_button.setEnabled(True)
+        return alive

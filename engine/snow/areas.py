@@ -1,12 +1,14 @@
 """Pixel areas of a grid and the class counts and areas of a snow map.
 
-Areas are pixel counts times pixel areas: on projected grids every pixel has the area of its
-width x height (the CRS's linear unit converted to metres); on geographic grids each row has the
-area of its cell on a sphere of the mean Earth radius.
+Areas are pixel counts times pixel areas (:func:`row_areas_m2`, the one pixel-area rule of the
+snow tools: snow maps, statistics and snow cover duration alike): on projected grids every pixel
+has the area of its width x height (the CRS's linear unit converted to metres, map-plane area); on
+geographic grids each row has the exact area of its cell on the CRS's ellipsoid.
 """
 from __future__ import annotations
 
 import math
+import re
 from typing import Dict, Tuple
 
 import numpy as np
@@ -14,24 +16,39 @@ import numpy as np
 from ..io.raster import Grid
 from .classes import CLOUD, MAP_CLASSES, NODATA, SNOW
 
-#: Mean Earth radius (m, IUGG) of the row areas of geographic grids.
-EARTH_RADIUS_M = 6371008.8
+#: WGS 84 (semi-major axis m, inverse flattening): the ellipsoid of CRSs whose own cannot be read.
+WGS84 = (6378137.0, 298.257223563)
+_ELLIPSOID = re.compile(r'(?:SPHEROID|ELLIPSOID)\["[^"]*",\s*([-+0-9.eE]+),\s*([-+0-9.eE]+)')
+
+
+def _units_factor(crs, attribute: str, default: float) -> float:
+    try:
+        return float(getattr(crs, attribute)[1])
+    except Exception:  # a CRS without such units
+        return default
 
 
 def row_areas_m2(grid: Grid, row0: int, rows: int) -> np.ndarray:
-    """Area (m^2) of one pixel in each of ``rows`` rows of ``grid`` starting at ``row0``."""
+    """Area (m^2) of one pixel of each of ``rows`` rows of ``grid`` from ``row0``.
+
+    Projected grids: pixel width x height in metres (map-plane area). Geographic grids: the exact
+    cell area on the CRS's ellipsoid (WGS 84 when it cannot be read), from the ellipsoid zone
+    between two latitudes: ``A = b^2 dlon / 2 [q(lat2) - q(lat1)]`` with
+    ``q = sin(lat) / (1 - e^2 sin^2(lat)) + atanh(e sin(lat)) / e``.
+    """
     crs = grid.crs
     px, py = grid.pixel_size
     if crs is not None and crs.is_geographic:
-        ys = grid.transform.f + grid.transform.e * (np.arange(row0, row0 + rows + 1, dtype=np.float64))
-        band = np.abs(np.sin(np.radians(ys[:-1])) - np.sin(np.radians(ys[1:])))
-        return EARTH_RADIUS_M ** 2 * np.radians(px) * band
-    factor = 1.0
-    if crs is not None:
-        try:
-            factor = float(crs.linear_units_factor[1])
-        except Exception:  # CRS without linear units: take metres
-            factor = 1.0
+        unit = _units_factor(crs, "units_factor", math.pi / 180.0)
+        match = _ELLIPSOID.search(crs.to_wkt())
+        a, inv_f = (float(match.group(1)), float(match.group(2))) if match else WGS84
+        f = 1.0 / inv_f if inv_f > 0 else 0.0
+        e = math.sqrt(max(0.0, f * (2.0 - f)))
+        edges = grid.transform.f + grid.transform.e * np.arange(row0, row0 + rows + 1, dtype=np.float64)
+        s = np.sin(np.clip(edges * unit, -math.pi / 2, math.pi / 2))
+        q = s / (1.0 - e * e * s * s) + np.arctanh(e * s) / e if e > 0 else 2.0 * s
+        return a * a * (1.0 - e * e) * px * unit / 2.0 * np.abs(q[:-1] - q[1:])
+    factor = _units_factor(crs, "linear_units_factor", 1.0) if crs is not None else 1.0
     return np.full(rows, px * py * factor * factor, dtype=np.float64)
 
 

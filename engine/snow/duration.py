@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections import namedtuple
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -58,6 +57,7 @@ from ..io.atomic import AtomicRasterWriter, atomic_output, check_writable, refus
 from ..io.raster import DEFAULT_CREATION_OPTIONS, Grid, bounded_gdal_cache, check_band, check_north_up, open_raster
 from ..io.windows import iter_windows, run_windows
 from ..progress import SILENT, Monitor
+from .areas import row_areas_m2
 
 SNOW, NO_SNOW, CLOUD, NODATA = 100, 0, 205, 255
 #: Values a snow map may hold (254 and 255 are both nodata).
@@ -278,42 +278,6 @@ def _kernel(codes: Sequence[np.ndarray], offsets: Sequence[int], days: int, gap:
         (last, snowed), (nobs, True), (unknown, observed))))
 
 
-# -- pixel areas -------------------------------------------------------------------------------
-
-_ELLIPSOID = re.compile(r'(?:SPHEROID|ELLIPSOID)\["[^"]*",\s*([-+0-9.eE]+),\s*([-+0-9.eE]+)')
-
-
-def _units_factor(crs, attribute: str, default: float) -> float:
-    try:
-        return float(getattr(crs, attribute)[1])
-    except Exception:  # a CRS without such units
-        return default
-
-
-def ellipsoid_row_areas_m2(grid: Grid, row0: int, rows: int) -> np.ndarray:
-    """Area (m^2) of one pixel of each of ``rows`` rows from ``row0``.
-
-    Projected grids: pixel width x height in metres (map-plane area). Geographic grids: the exact
-    cell area on the CRS's ellipsoid (WGS 84 when it cannot be read), from the ellipsoid zone
-    between two latitudes: ``A = b^2 dlon / 2 [q(lat2) - q(lat1)]`` with
-    ``q = sin(lat) / (1 - e^2 sin^2(lat)) + atanh(e sin(lat)) / e``.
-    """
-    crs = grid.crs
-    px, py = grid.pixel_size
-    if crs is not None and crs.is_geographic:
-        unit = _units_factor(crs, "units_factor", math.pi / 180.0)
-        match = _ELLIPSOID.search(crs.to_wkt())
-        a, inv_f = (float(match.group(1)), float(match.group(2))) if match else (6378137.0, 298.257223563)
-        f = 1.0 / inv_f if inv_f > 0 else 0.0
-        e = math.sqrt(max(0.0, f * (2.0 - f)))
-        edges = grid.transform.f + grid.transform.e * np.arange(row0, row0 + rows + 1, dtype=np.float64)
-        s = np.sin(np.clip(edges * unit, -math.pi / 2, math.pi / 2))
-        q = s / (1.0 - e * e * s * s) + np.arctanh(e * s) / e if e > 0 else 2.0 * s
-        return a * a * (1.0 - e * e) * px * unit / 2.0 * np.abs(q[:-1] - q[1:])
-    factor = _units_factor(crs, "linear_units_factor", 1.0) if crs is not None else 1.0
-    return np.full(rows, px * py * factor * factor, dtype=np.float64)
-
-
 # -- per-date statistics -----------------------------------------------------------------------
 
 class SnowDateStatistics(namedtuple("SnowDateStatistics",
@@ -501,7 +465,7 @@ def snow_cover_duration(request: SnowDurationRequest, monitor: Monitor = SILENT)
 
             def compute(window: Window, raw):
                 codes = series.codes(raw)
-                row_areas = ellipsoid_row_areas_m2(grid, int(window.row_off), int(window.height))
+                row_areas = row_areas_m2(grid, int(window.row_off), int(window.height))
                 return _kernel(codes, offsets, days, gap).bands(), _window_areas(codes, row_areas)
 
             with AtomicRasterWriter(out_path, grid, len(BAND_NAMES), "uint16", nodata=DURATION_NODATA,
@@ -529,14 +493,14 @@ def snow_date_statistics(maps: Sequence[Tuple[str, date]], monitor: Monitor = SI
                          ) -> List[SnowDateStatistics]:
     """Per-date statistics of snow maps on one grid (snow km^2, snow / cloud / clear % of the valid
     area; one row per distinct date, maps of one date merged as for the duration; pixel areas from
-    :func:`ellipsoid_row_areas_m2`), for :func:`write_date_statistics_csv`."""
+    :func:`~.areas.row_areas_m2`), for :func:`write_date_statistics_csv`."""
     with bounded_gdal_cache(DURATION_GDAL_CACHE_MB):
         series = _Series(maps, band)
         try:
             grid, areas = series.grid, np.zeros((len(series.dates), 3), dtype=np.float64)
 
             def compute(window: Window, raw):
-                row_areas = ellipsoid_row_areas_m2(grid, int(window.row_off), int(window.height))
+                row_areas = row_areas_m2(grid, int(window.row_off), int(window.height))
                 return _window_areas(series.codes(raw), row_areas)
 
             def write(window: Window, result) -> None:
