@@ -17,6 +17,40 @@ from .base import TorchAlgorithm
 #: Loss choices; index 0 keeps the paper's loss.
 LOSS_CHOICES = ("paper default", "l1", "carl", "tmarl", "l1_ssim", "ssim", "cgan")
 
+#: Tooltip help of each parameter.
+PARAMETER_HELP = {
+    "MODEL": "The network to train (its inputs: Sentinel-2, Sentinel-1, terrain, as the model card of each "
+             "architecture says).",
+    "DATASET": "A manifest (.json or .csv, e.g. the manifest.json of 'Build cloud-removal training patches'), or "
+               "a folder holding one, or sub-folders cloudy/, target/, s1/, terrain/, cloud_mask/, shadow_mask/ with "
+               "matching file names. Every file must lie in the manifest's folder or in a folder its "
+               "external_data_roots list names; every file is checked (complete, band counts) before training.",
+    "EPOCHS": "Passes over the training samples (each pass: random crops, flips and rotations).",
+    "BATCH_SIZE": "Crops per optimiser step; 0 keeps the paper's (CRT-UNet and UNet 8, DSen2-CR 16, GANs 32).",
+    "LR": "Learning rate of the optimiser; 0 keeps the paper's (2e-4; DSen2-CR 7e-5).",
+    "PATCH_SIZE": "Side of the random training crops in pixels (256 as CRT-UNet); the samples must be at least "
+                  "this large.",
+    "LOSS": "The training loss; 'paper default' keeps the architecture's (L1; DSen2-CR CARL, which needs cloud "
+            "and shadow masks; GANs adversarial + L1 + SSIM).",
+    "SEED": "Seed of the weights, crops, flips and shuffling: the same seed gives the same model on the CPU.",
+    "DEVICE": "auto: the first CUDA GPU PyTorch sees, else the CPU; cpu; cuda or cuda:N fails clearly when no "
+              "such GPU is usable.",
+    "RESUME": "Continue an interrupted or cancelled run from the last checkpoint in the checkpoint folder (same "
+              "model and loss).",
+    "NO_S1": "Train the optical-only variant of a model that reads Sentinel-1 (samples then need no S1 stack).",
+    "FILL_MISSING": "Where a sample lacks the Sentinel-1 or terrain stack the model reads, feed zeros instead of "
+                    "refusing the sample (the CRT-UNet ablation's way of removing an input).",
+    "AMP": "Use float16 mixed precision on CUDA GPUs (faster, less memory); no effect on the CPU.",
+    "STEPS_PER_EPOCH": "Stop each epoch after this many optimiser steps; 0: one pass over the training crops.",
+    "CROPS_PER_SAMPLE": "Random crops cut from each training sample per epoch.",
+    "TRANSLATOR": "Weights (.safetensors) of a trained SAR-to-optical GAN, loaded into the cloud-removal GAN's "
+                  "translator before training (cr_gan only).",
+    "CHECKPOINT_DIR": "Where the checkpoints of every epoch (last, best) are written; empty: <output>_checkpoints "
+                      "beside the weights. Created with the first checkpoint; never inside the training data.",
+    "OUTPUT": "The trained weights (.safetensors); the model card (.json) is written beside them. TopoClear never "
+              "overwrites the training data.",
+}
+
 
 def model_names() -> list:
     """The models the training engine can train, in the catalogue's menu order (read without torch)."""
@@ -47,11 +81,25 @@ class TrainModelAlgorithm(TorchAlgorithm):
         "<p><b>Device</b>: <i>auto</i> uses the first CUDA GPU if PyTorch sees one, else the CPU (full-size "
         "models train slowly on a CPU); <i>cuda:0</i> fails clearly when no GPU is usable. Mixed precision is "
         "used on GPUs.</p>"
+        "<p><b>Checks</b>: before training, every file the run reads is opened (a missing, unreadable or truncated "
+        "file is refused, naming the sample and the file) and its band count compared with the manifest's band "
+        "lists. A manifest reads files inside its own folder only, unless it names other folders in a top-level "
+        "<tt>external_data_roots</tt> list.</p>"
         "<p><b>Checkpoints</b> are written after every epoch to the checkpoint folder (by default "
-        "<i>&lt;output&gt;_checkpoints</i>); tick <i>Resume</i> to continue an interrupted or cancelled run "
-        "from its last epoch. The run is reproducible: the same seed gives the same model on the CPU.</p>"
+        "<i>&lt;output&gt;_checkpoints</i>, created with the first checkpoint); tick <i>Resume</i> to continue an "
+        "interrupted or cancelled run from its last epoch. The run is reproducible: the same seed gives the same "
+        "model on the CPU. <i>Zeros for missing S1 or terrain</i> feeds zeros where a sample lacks an input "
+        "the model reads (the CRT-UNet ablation); <i>Translator weights</i> are a trained SAR-to-optical GAN for "
+        "the cloud-removal GAN.</p>"
         "<p>Needs PyTorch and safetensors.</p>"
     )
+
+    def addParameter(self, parameter, createOutput=True):  # noqa: N802,N803 (QGIS API names)
+        """Every parameter with its tooltip help (:data:`PARAMETER_HELP`)."""
+        text = PARAMETER_HELP.get(parameter.name())
+        if text and hasattr(parameter, "setHelp"):  # not in every QGIS 3: the labels say what matters
+            parameter.setHelp(text)
+        return super().addParameter(parameter, createOutput)
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.models = model_names()
@@ -75,21 +123,21 @@ class TrainModelAlgorithm(TorchAlgorithm):
         self.addParameter(QgsProcessingParameterString("DEVICE", "Device (auto, cpu, cuda, cuda:N)", "auto"))
         self.addParameter(QgsProcessingParameterBoolean("RESUME", "Resume from the last checkpoint", False))
         self.addParameter(self.advanced(QgsProcessingParameterBoolean(
-            "NO_S1", "Train the variant without Sentinel-1 (optical only)", False)))
+            "NO_S1", "Optical-only variant (no Sentinel-1)", False)))
         self.addParameter(self.advanced(QgsProcessingParameterBoolean(
-            "FILL_MISSING", "Feed zeros where a sample lacks Sentinel-1 or terrain (ablation)", False)))
+            "FILL_MISSING", "Zeros for missing S1 or terrain (ablation)", False)))
         self.addParameter(self.advanced(QgsProcessingParameterBoolean("AMP", "Mixed precision on GPU", True)))
         self.addParameter(self.advanced(QgsProcessingParameterNumber(
-            "STEPS_PER_EPOCH", "Maximum steps per epoch (0 = one pass over the training crops)",
+            "STEPS_PER_EPOCH", "Steps per epoch (0 = one pass over the crops)",
             QgsProcessingParameterNumber.Integer, 0, minValue=0)))
         self.addParameter(self.advanced(QgsProcessingParameterNumber(
             "CROPS_PER_SAMPLE", "Random crops per sample and epoch", QgsProcessingParameterNumber.Integer, 1,
             minValue=1, maxValue=10000)))
         self.addParameter(self.advanced(QgsProcessingParameterFile(
-            "TRANSLATOR", "SAR-to-optical weights for the cloud-removal GAN's translator [optional]",
+            "TRANSLATOR", "Translator weights (cloud-removal GAN)",
             behavior=QgsProcessingParameterFile.File, fileFilter="safetensors (*.safetensors)", optional=True)))
         self.addParameter(self.advanced(QgsProcessingParameterFolderDestination(
-            "CHECKPOINT_DIR", "Checkpoint folder (empty: <output>_checkpoints)", optional=True,
+            "CHECKPOINT_DIR", "Checkpoint folder", optional=True,
             createByDefault=False)))
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT", "Trained weights", fileFilter="safetensors (*.safetensors)"))

@@ -6,7 +6,10 @@ Writes ``sen12mscr.json`` (real SEN12MS-CR cloudy/clear Level-1C pairs with DSen
 clear images with synthetic clouds and shadows) and ``bigearthnet.json`` (clear Level-2A
 BigEarthNet patches with synthetic clouds and their real Sentinel-1) into the cache folder,
 with the derived rasters (masks, synthetic cloudy images, band stacks). The sample data itself
-is only read. See ``topoclear.engine.training.sample_manifests.build_sample_manifests``.
+is only read, in place: the manifests name it by absolute paths and record the data folder as
+their ``external_data_roots`` (the folders outside a manifest's own that its files may lie in;
+see ``topoclear.engine.training.manifest``). See
+``topoclear.engine.training.sample_manifests.build_sample_manifests``.
 """
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ def main(argv=None) -> int:
         counts = {}
         for sample in manifest.samples:
             counts[sample.split] = counts.get(sample.split, 0) + 1
-        print(f"{name}: {path} ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))})")
+        print(f"{name}: {path} ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}; files outside the "
+              f"cache folder only in {', '.join(manifest.external_roots) or 'none'})")
     return 0
 
 

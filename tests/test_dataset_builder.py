@@ -9,9 +9,10 @@ import rasterio
 from rasterio.transform import from_origin
 
 from conftest import data_path
-from topoclear.engine.errors import InputError
+from topoclear.engine.errors import Cancelled, InputError, OutputError
+from topoclear.engine.progress import Monitor
 from topoclear.engine.training.builder_inputs import BuildOptions, SceneInputs
-from topoclear.engine.training.dataset_builder import build_dataset
+from topoclear.engine.training.dataset_builder import build_dataset, build_dataset_folder
 from topoclear.engine.training.manifest import load_manifest
 from topoclear.engine.training.patch_dataset import PatchDataset
 from topoclear.engine.training.scene_list import load_scene_list
@@ -240,3 +241,102 @@ def test_builddataset_algorithm(run_alg, tmp_path):
     assert s.source == "real pair" and len(s.s2_bands) == 13 and s.has("cloud_mask")  # masks computed (L1C)
     assert (out / "scene_masks" / "uk_cloud.tif").exists()
     assert split_overlaps(out) == []
+    from qgis.core import QgsProcessingException
+
+    params = dict(CLOUDY=str(cloudy), CLEAR=str(clear), PATCH_SIZE=128, BLOCK_PATCHES=1, SCENE_NAME="uk")
+    with pytest.raises(QgsProcessingException, match=r"OUTPUT: .*already holds files \(manifest\.json.*OVERWRITE"):
+        run_alg("topoclear:builddataset", OUTPUT=str(out), **params)
+    again = run_alg("topoclear:builddataset", OUTPUT=str(out), OVERWRITE=True, **dict(params, SEED=3))
+    assert again["PATCHES"] == 4 and load_manifest(again["MANIFEST"]).samples[0].source == "user scenes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["patches"]
+    with pytest.raises(QgsProcessingException, match=r"SCENE_NAME: scene name 'a/\.\./b' cannot be used"):
+        run_alg("topoclear:builddataset", OUTPUT=str(tmp_path / "other"), **dict(params, SCENE_NAME="a/../b"))
+
+
+# ---------------------------------------------------------------------------------------------- a new dataset folder
+def tree(root):
+    """Every path under ``root`` (hidden ones included), relative, with each file's bytes."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def test_scene_names_that_are_paths_are_refused_naming_the_list_and_its_row(tmp_path, big_scene):
+    _, scene = big_scene
+    for name in ("../escaped", "a/b", str(tmp_path / "abs"), ".."):
+        listing = tmp_path / "scenes.csv"
+        listing.write_text(f"name,cloudy,target\nok,{scene['cloudy']},{scene['target']}\n"
+                           f"{name},{scene['cloudy']},{scene['target']}\n")
+        with pytest.raises(InputError, match=r"scenes\.csv, row 3 \(scene 2\): scene name .* cannot be used as a "
+                                             r"file name"):
+            load_scene_list(listing)
+    listing = tmp_path / "scenes.json"
+    listing.write_text(json.dumps([{"name": "x/../../y", "cloudy": scene["cloudy"], "target": scene["target"]}]))
+    with pytest.raises(InputError, match=r"scenes\.json, scene 1: scene name 'x/\.\./\.\./y'"):
+        load_scene_list(listing)
+
+
+def test_a_dataset_folder_appears_complete_and_replaces_only_a_dataset_when_asked(tmp_path, big_scene):
+    _, scene = big_scene
+    out = tmp_path / "work" / "new" / "dataset"  # parents created
+    options = BuildOptions(patch_size=32, block_patches=1, seed=0)
+    summary = build_dataset_folder([SceneInputs(**scene)], out, options)
+    assert summary.manifest == str(out / "manifest.json") and summary.total == 25
+    assert sorted(p.name for p in out.parent.iterdir()) == ["dataset"]  # no temporary folder left beside it
+    entries = samples(out)
+    assert all(not e["cloudy"].startswith("/") and (out / e["cloudy"]).is_file() for e in entries)
+    assert load_manifest(out).samples[0].stacks["cloudy"].paths[0].startswith(str(out))
+    before = tree(out)
+    with pytest.raises(OutputError, match=r"already holds files \(manifest\.json"):
+        build_dataset_folder([SceneInputs(**scene)], out, options)
+    # OVERWRITE: the new dataset replaces the old one only once complete; a cancel leaves the old one as it was
+    cancel = Monitor(is_cancelled=lambda: len(list(tmp_path.rglob("*.partial/s2_clear/*.tif"))) > 3)
+    with pytest.raises(Cancelled):
+        build_dataset_folder([SceneInputs(**scene)], out, BuildOptions(patch_size=32, block_patches=1, seed=1),
+                             cancel, overwrite=True)
+    assert tree(out) == before and sorted(p.name for p in out.parent.iterdir()) == ["dataset"]
+    build_dataset_folder([SceneInputs(**scene)], out, BuildOptions(patch_size=32, block_patches=1, seed=1),
+                         overwrite=True)
+    assert [e["split"] for e in samples(out)] != [e["split"] for e in entries]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["dataset"]
+    # a folder that is not a dataset is never replaced, and inputs never lie inside the output
+    other = tmp_path / "documents"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match=r"no TopoClear patch dataset"):
+        build_dataset_folder([SceneInputs(**scene)], other, options, overwrite=True)
+    assert tree(other) == {"notes.txt": b"mine"}
+    inside = dict(scene, cloud_mask=str(out / "masks" / f"{entries[0]['id']}_cloud.tif"))
+    with pytest.raises(InputError, match="inside the output folder"):
+        build_dataset_folder([SceneInputs(**inside)], out, options, overwrite=True)
+
+
+def test_a_failed_build_leaves_nothing_and_the_callers_scenes_unchanged(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    scene = make_scene(folder, "pair", size=64, seed=1)
+    with rasterio.open(scene["target"]) as ds:
+        data, transform = ds.read(), ds.transform
+    nine = dict(scene, target=write(folder / "clear9.tif", data[:9], transform))
+    before = tree(tmp_path)
+    with pytest.raises(InputError, match=r"clear9\.tif has 9 bands, the cloudy image 10"):
+        build_dataset_folder([SceneInputs(**nine)], tmp_path / "new" / "dataset", compute_masks=True)
+    one_s1 = dict(scene, s1=write(folder / "vv.tif", np.zeros((1, 64, 64), np.float32), transform))
+    with pytest.raises(InputError, match=r"vv\.tif has 1 band\(s\), 2 expected \(VV, VH\)"):
+        build_dataset_folder([SceneInputs(**one_s1)], tmp_path / "new" / "dataset")
+    assert tree(tmp_path) == {**before, "in/vv.tif": (folder / "vv.tif").read_bytes()}
+    given = SceneInputs(**{k: v for k, v in scene.items() if k not in ("cloud_mask", "shadow_mask")})
+    build_dataset_folder([given], tmp_path / "out", BuildOptions(patch_size=32), compute_masks=True)
+    assert given.cloud_mask is None  # the masks computed (none here: 10 bands, not Level-1C) are the build's own
+
+
+@pytest.mark.parametrize("alg", ["builddataset", "trainmodel"])
+def test_every_parameter_has_a_short_label_and_a_tooltip(topoclear_provider, alg):
+    """Labels fit the dialog's parameter panel (about 376 px at 1280x800); explanations are in the help."""
+    definition = topoclear_provider.algorithm(alg)
+    for d in definition.parameterDefinitions():
+        label = d.description() + (" [optional]" if d.flags() & d.FlagOptional else "")
+        assert len(label) <= 55 and "[optional]" not in d.description(), (d.name(), label)
+        if hasattr(d, "help"):
+            assert len(d.help()) > 20, d.name()
+    if alg == "builddataset":
+        overwrite = definition.parameterDefinition("OVERWRITE")
+        assert overwrite.flags() & overwrite.FlagAdvanced and overwrite.defaultValue() is False

@@ -15,7 +15,7 @@ from topoclear.engine.errors import InputError
 from topoclear.models.bands import S2_BANDS_10_20M, S2_BANDS_L1C
 from topoclear.engine.clouds.masks.rules import bands_from_stack, cloud_shadow_masks_l1c
 from topoclear.engine.training.cloud_shadow_masks import write_cloud_shadow_masks
-from topoclear.engine.training.manifest import StackRef, load_manifest
+from topoclear.engine.training.manifest import StackRef, check_sample_files, load_manifest
 from topoclear.engine.training.patch_dataset import PatchDataset, augment
 from topoclear.engine.training.sample_data import sen12mscr_pair_key, sen12mscr_scene
 from topoclear.engine.training.sample_manifests import SEN12MSCR_VAL_SCENE, build_sample_manifests
@@ -71,7 +71,11 @@ def test_sample_manifests_real_pairs_synthetic_pairs_and_splits(manifests):
     assert sum(s.split == "train" for s in real) == 21 and sum(s.split == "train" for s in synthetic) == 26
     assert all(s.s2_bands == S2_BANDS_L1C and s.has("cloud_mask") and s.has("shadow_mask") for s in cr.samples)
     assert "SEN12MS-CR" in cr.description
+    # the sample data is read in place: the manifests name its folder as their one external root
+    assert cr.external_roots == (str(SHARED_DATA.resolve()),)
+    assert json.loads(manifests["sen12mscr"].read_text())["external_data_roots"] == [str(SHARED_DATA.resolve())]
     ben = load_manifest(manifests["bigearthnet"])
+    assert ben.external_roots == (str(SHARED_DATA.resolve()),)
     assert len(ben.samples) == 6 and all(len(s.stacks["s1"].paths) == 2 for s in ben.samples)
     assert ben.samples[0].s1_bands == ("VV", "VH") and "B10" not in ben.samples[0].s2_bands
     assert [s.id for s in ben.split("val")] == ["bigearthnet_87_48"]
@@ -99,6 +103,9 @@ def test_json_csv_and_folder_manifests(tmp_path):
     assert m.split("val")[0].id == "a" and m.samples[1].s2_offset == -1000
     saved = m.save(tmp_path / "out" / "copy.json")
     assert [s.stacks for s in load_manifest(saved).samples] == [s.stacks for s in m.samples]
+    # the copy's files lie outside its folder: it records their folders as its external roots
+    assert sorted(json.loads(saved.read_text())["external_data_roots"]) == [str(tmp_path / "cloudy"),
+                                                                            str(tmp_path / "target")]
 
     (tmp_path / "m.csv").write_text("id,split,cloudy,target\nx,train,cloudy/a.tif,target/a.tif\n"
                                     "y,val,cloudy/b.tif;cloudy/b.tif,target/b.tif\n")
@@ -120,6 +127,63 @@ def test_bad_manifests_are_clear_errors(tmp_path, content, message):
         load_manifest(tmp_path / "m.json")
     with pytest.raises(InputError, match="does not exist"):
         load_manifest(tmp_path / "missing.json")
+
+
+def test_manifest_files_lie_in_its_folder_or_its_external_data_roots(tmp_path):
+    data, ds = tmp_path / "data", tmp_path / "dataset"
+    data.mkdir()
+    (ds / "s2").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    outside = write(data / "a.tif", rng.integers(0, 5000, (13, 20, 20), dtype=np.uint16))
+    inside = write(ds / "s2" / "b.tif", rng.integers(0, 5000, (13, 20, 20), dtype=np.uint16))
+    (ds / "link.tif").symlink_to(outside)
+
+    def manifest(target, **extra):
+        (ds / "m.json").write_text(json.dumps({"s2_bands": list(S2_BANDS_L1C), **extra, "samples": [
+            {"id": "in", "cloudy": "s2/b.tif", "target": "s2/b.tif"}, {"id": "x", "cloudy": "s2/b.tif",
+                                                                     "target": target}]}))
+        return ds / "m.json"
+
+    assert load_manifest(manifest(inside)).external_roots == ()  # old manifests: everything inside, as before
+    for target in (outside, "../data/a.tif", "s2/../../data/a.tif", "link.tif"):
+        with pytest.raises(InputError, match=rf"manifest {ds / 'm.json'}, sample x: .*(a|link)\.tif lies outside "
+                                             "the dataset folder"):
+            load_manifest(manifest(target))
+    for roots in ([str(data)], ["../data"]):
+        m = load_manifest(manifest(outside, external_data_roots=roots))
+        assert m.samples[1].stacks["target"].paths == (outside,) and m.external_roots == (str(data),)
+        assert load_manifest(manifest("link.tif", external_data_roots=roots)).samples[1].has("target")
+    with pytest.raises(InputError, match="outside the dataset folder and its external_data_roots"):
+        load_manifest(manifest(outside, external_data_roots=[str(tmp_path / "elsewhere")]))
+    with pytest.raises(InputError, match="'external_data_roots' must be a list of folder paths"):
+        load_manifest(manifest(inside, external_data_roots=str(data)))
+    (ds / "m.csv").write_text(f"id,cloudy,target\nx,s2/b.tif,{outside}\n")  # CSV: no roots, inside only
+    with pytest.raises(InputError, match="outside"):
+        load_manifest(ds / "m.csv")
+
+
+def test_sample_files_are_checked_before_a_run(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "m.json").write_text(json.dumps({"s2_bands": list(S2_BANDS_L1C), "samples": [
+        {"id": "a", "cloudy": write(tmp_path / "a.tif", rng.integers(0, 5000, (13, 64, 64), dtype=np.uint16)),
+         "target": [write(tmp_path / f"t{i}.tif", rng.integers(0, 5000, (n, 64, 64), dtype=np.uint16))
+                    for i, n in enumerate((10, 3))],
+         "s1": write(tmp_path / "s1.tif", rng.normal(-12, 2, (2, 64, 64)).astype(np.float32)),
+         "cloud_mask": write(tmp_path / "c.tif", np.zeros((64, 64), np.uint8))}]}))
+    m = load_manifest(tmp_path / "m.json")
+    check_sample_files(m.samples, manifest=m.path)  # a stack of two files: their bands together
+    data = (tmp_path / "a.tif").read_bytes()
+    write(tmp_path / "a.tif", rng.integers(0, 5000, (12, 64, 64), dtype=np.uint16))
+    with pytest.raises(InputError, match=rf"manifest {tmp_path / 'm.json'}, sample a: cloudy .*a\.tif has 12 "
+                                         r"band\(s\), but the manifest lists 13 S2 bands"):
+        check_sample_files(m.samples, manifest=m.path)
+    check_sample_files(m.samples, roles=("target", "s1"))  # only the stacks a run reads
+    (tmp_path / "a.tif").write_bytes(data[:len(data) // 2])
+    with pytest.raises(InputError, match=r"sample a: cloudy: .*a\.tif is truncated or corrupt"):
+        check_sample_files(m.samples)
+    write(tmp_path / "s1.tif", np.zeros((3, 64, 64), np.float32))
+    with pytest.raises(InputError, match=r"sample a: s1 .*s1\.tif has 3 band\(s\), but the manifest lists 2 S1"):
+        check_sample_files(m.samples, roles=("s1",))
 
 
 # ---------------------------------------------------------------------------------------------- reading

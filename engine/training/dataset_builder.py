@@ -32,11 +32,22 @@ The rules follow CRT-UNet (Boumahdi et al. 2025, section II-B) where they apply:
   split; ``"exclude"`` marks the scene's patches as kept out of training and evaluation (they
   take no part in the split, so other scenes of the same ground are split as usual).
 
-Everything is deterministic for a given ``seed``. The output folder holds::
+Everything is deterministic for a given ``seed``.
+
+:func:`build_dataset_folder` is the safe way to make a new dataset (``topoclear:builddataset``
+uses it): every input is checked first (names, grids, band counts), then everything, the masks
+computed for scenes that have none included, is written into a temporary folder beside the output
+that is renamed into place when complete (:func:`~topoclear.engine.io.atomic.atomic_folder`), so a
+failure or a cancel leaves nothing; a folder that already holds files is refused, or, with
+``overwrite``, replaced only once the new dataset is complete and only if it holds a dataset (its
+``manifest.json``). The manifest's paths are relative to the folder.
+
+The output folder holds::
 
     manifest.json                      samples (topoclear-patch-manifest, version 1) + build summary
     s2_cloudy/<id>.tif  s2_clear/<id>.tif  s1/<id>.tif  terrain/<id>.tif
     masks/<id>_cloud.tif  masks/<id>_shadow.tif
+    scene_masks/<scene>_cloud.tif      (build_dataset_folder) masks computed for whole scenes
 
 Each sample entry carries, besides the fields the training reads, its ``group``, ``scene``,
 ``window`` (col, row, width, height in the scene), ``block``, ``bounds`` and ``crs`` (the
@@ -45,26 +56,33 @@ patch's ground footprint), ``cloud_fraction`` / ``shadow_fraction`` (from the ma
 """
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
 import os
+import shutil
+import tempfile
 from collections import OrderedDict, defaultdict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from ..errors import InputError
-from ..io.atomic import AtomicRasterWriter, write_text_atomic
+from ..errors import Cancelled, InputError, OutputError, TopoClearError
+from ..io.atomic import (AtomicRasterWriter, atomic_folder, contained_path, remove_stale_temporaries,
+                         why_not_writable, write_text_atomic)
 from ..io.raster import Grid, ThreadLocalDatasets
 from ..progress import SILENT, Monitor
 from .builder_inputs import ROLES, BuildOptions, DatasetSummary, SceneInputs
 from .manifest import MANIFEST_FORMAT, SPLITS
+from .scene_list import add_missing_masks
 from .scene_patches import CandidatePatch, OpenedScene, candidate_patches, check_patch, group_scenes, open_scene
 from .split_assignment import assign_splits
 
-__all__ = ["build_dataset"]
+__all__ = ["build_dataset", "build_dataset_folder", "output_folder_problem"]
 
 #: Source tags copied from a scene raster into its patches.
 _KEPT_TAGS = ("SEMI_SYNTHETIC", "SYNTHETIC_CLOUDS", "CONTENT")
@@ -101,6 +119,173 @@ def build_dataset(scenes: Sequence[SceneInputs], output_dir: os.PathLike | str,
     write_text_atomic(out / "manifest.json", json.dumps(_manifest(samples, opened, options, summary), indent=1))
     monitor.progress(100)
     return summary
+
+
+def build_dataset_folder(scenes: Sequence[SceneInputs], output_dir: os.PathLike | str,
+                         options: BuildOptions = BuildOptions(), monitor: Monitor = SILENT,
+                         compute_masks: bool = False, overwrite: bool = False) -> DatasetSummary:
+    """Build a new dataset folder ``output_dir``: :func:`build_dataset` (and, with ``compute_masks``,
+    :func:`~topoclear.engine.training.scene_list.add_missing_masks` into ``scene_masks/``) into a
+    temporary folder beside it, renamed into place when complete.
+
+    Before anything is written: ``output_dir`` must be new or empty, or, with ``overwrite``, hold a
+    dataset (its ``manifest.json``), which is replaced only once the new one is complete; every scene
+    is checked (:func:`~topoclear.engine.training.scene_patches.open_scene`: names, grids, band counts)
+    and no input may lie inside ``output_dir``. Missing parent folders are created, and removed again
+    when the build fails. Nothing is left by a failure or a cancel. The caller's scenes are not
+    changed. The manifest's paths are relative to ``output_dir``.
+    """
+    out = Path(output_dir)
+    problem = output_folder_problem(out, overwrite)
+    if problem:
+        raise OutputError(problem)
+    if not scenes:
+        raise InputError("no scene to cut into patches")
+    scenes = [dataclasses.replace(s) for s in scenes]
+    names = [s.name for s in scenes]
+    if len(set(names)) != len(names):
+        raise InputError(f"scene names must be unique; repeated: {sorted({n for n in names if names.count(n) > 1})}")
+    _refuse_inputs_inside(scenes, out)
+    for scene in scenes:
+        open_scene(scene)
+    created = _make_parents(out)
+    try:
+        with (_replacing_folder(out) if _holds_files(out) else atomic_folder(out)) as tmp:
+            try:
+                start = 0.0
+                if compute_masks:
+                    add_missing_masks(scenes, tmp / "scene_masks", monitor.sub(0.0, 20.0))
+                    start = 20.0
+                summary = build_dataset(scenes, tmp, options, monitor.sub(start, 100.0))
+            except Cancelled:
+                raise
+            except TopoClearError as exc:  # name the output, not its temporary folder
+                raise type(exc)(str(exc).replace(str(tmp), str(out))) from exc
+    except BaseException:
+        _remove_if_empty(created)
+        raise
+    summary.manifest = str(out / "manifest.json")
+    return summary
+
+
+def output_folder_problem(path: os.PathLike | str, overwrite: bool = False,
+                          how_to_replace: str = "ask for the dataset there to be replaced") -> Optional[str]:
+    """Why :func:`build_dataset_folder` cannot make ``path`` (a file; a folder holding files, unless
+    ``overwrite`` and it holds a dataset), or None; ``how_to_replace`` tells the user how to ask for
+    ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"output folder {path} is a file, expected a folder"
+    if not _holds_files(path):
+        return None
+    names = sorted(os.listdir(path), key=lambda n: (n != "manifest.json", n))
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    if not overwrite:
+        return (f"output folder {path} already holds files ({shown}): choose a new or an empty folder, or "
+                f"{how_to_replace} (TopoClear never replaces a folder's contents unless told to)")
+    if not _is_dataset(path):
+        return (f"output folder {path} holds files ({shown}) but no TopoClear patch dataset (manifest.json): only a "
+                "dataset folder is replaced; choose a new or an empty folder")
+    if not os.access(path.parent, os.W_OK):
+        return f"output folder {path}: folder {path.parent} is not writable ({why_not_writable(path.parent)})"
+    return None
+
+
+def _holds_files(path: Path) -> bool:
+    try:
+        return path.is_dir() and any(path.iterdir())
+    except OSError:
+        return True
+
+
+def _is_dataset(path: Path) -> bool:
+    """Whether ``path`` holds a patch dataset: a ``manifest.json`` of the patch manifest format."""
+    try:
+        document = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(document, dict) and document.get("format") == MANIFEST_FORMAT
+
+
+def _refuse_inputs_inside(scenes: Sequence[SceneInputs], out: Path) -> None:
+    root = os.path.realpath(str(out)).rstrip(os.sep) + os.sep
+    for scene in scenes:
+        files = dict(scene.rasters())
+        if scene.land_mask:
+            files["land_mask"] = str(scene.land_mask)
+        for role, path in files.items():
+            if os.path.realpath(str(path)).startswith(root):
+                raise InputError(f"scene {scene.name}: the {role} {path} lies inside the output folder {out}; "
+                                 "TopoClear never writes where its inputs are: choose another (new or empty) folder")
+
+
+def _make_parents(out: Path) -> List[Path]:
+    """Create the missing parent folders of ``out``; those created, outermost first."""
+    missing: List[Path] = []
+    p = out.parent
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _remove_if_empty(missing[::-1])
+        raise OutputError(f"output folder {out}: cannot create its folder {out.parent} ({exc.strerror})") from exc
+    return missing[::-1]
+
+
+def _remove_if_empty(folders: Sequence[Path]) -> None:
+    """Remove ``folders`` (outermost first), innermost first, while they are empty."""
+    for f in reversed(folders):
+        try:
+            f.rmdir()
+        except OSError:
+            break
+
+
+@contextmanager
+def _replacing_folder(path: Path) -> Iterator[Path]:
+    """Like :func:`~topoclear.engine.io.atomic.atomic_folder` for a folder that already holds a dataset:
+    the new folder is built under a temporary name beside it, and only when it is complete does it take
+    the old folder's place (the old one is then removed); on any failure the old folder stays as it was."""
+    parent = path.parent
+    remove_stale_temporaries(path)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".partial", dir=str(parent)))
+    except OSError as exc:
+        raise OutputError(f"output folder {path}: cannot create a folder in {parent} ({exc.strerror}); nothing "
+                          "was written") from exc
+    try:
+        yield tmp
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".replaced", dir=str(parent)))
+        try:
+            os.rename(path, old)  # onto the empty folder just made
+        except OSError:
+            old.rmdir()
+            raise
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            os.rename(old, path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+        raise OutputError(f"cannot write the output folder {path}: {reason}; the previous dataset was left as it "
+                          "was") from exc
+    except TopoClearError:
+        raise
+    except Exception as exc:  # writers of other libraries report a full disk their way
+        if "no space left" in str(exc).lower():
+            raise OutputError(f"cannot write the output folder {path}: the disk is full; the previous dataset was "
+                              "left as it was") from exc
+        raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _kept_patches(opened: Sequence[OpenedScene], options: BuildOptions, datasets: ThreadLocalDatasets,
@@ -189,7 +374,7 @@ def _write_sample(p: CandidatePatch, out: Path, options: BuildOptions,
         path = getattr(inp, role)
         if not path:
             continue
-        target = out / folder / f"{pid}{suffix}.tif"
+        target = contained_path(out / folder, f"{pid}{suffix}.tif", "patch id")
         target.parent.mkdir(parents=True, exist_ok=True)
         ds = datasets.get(str(path))
         desc = list(p.scene.s2_bands) if role in ("cloudy", "target") else None

@@ -14,6 +14,7 @@ Manifest (JSON)
      "s2_bands": ["B1", "B2", ...],            # bands of the cloudy and target stacks
      "s1_bands": ["VV", "VH"],                 # bands of the S1 stacks (dB)
      "terrain_bands": ["elevation", "slope", "aspect", "hillshade"],
+     "external_data_roots": ["/data/shared"],  # optional: folders outside this one files may lie in
      "samples": [
         {"id": "alps_0001", "split": "train",  # train | val | test | exclude
          "source": "real",                     # free text: real | synthetic | ...
@@ -25,14 +26,26 @@ Manifest (JSON)
          "s2_offset": 0,                       # added to S2 values first (-1000 from baseline 04.00)
          "notes": "..."}]}
 
-Relative paths are relative to the manifest's folder. A stack given as a list of files is the
-concatenation of their bands (e.g. one file per band). Files of one sample must share the CRS
+Relative paths are relative to the manifest's folder. Every file must lie inside that folder
+(after links and ``..`` are resolved), unless the manifest names, in a top-level
+``"external_data_roots": ["/data/sen12ms-cr", ...]`` list, the other folders its files may live
+in (absolute, or relative to the manifest's folder): a manifest then reads files outside its
+folder only where it says so. A path anywhere else is refused, naming the manifest, the sample
+and the file. Writers that reference shared data in place record the opt-in themselves
+(:func:`~topoclear.engine.training.sample_manifests.build_sample_manifests` names the sample data
+folder; :meth:`Manifest.save` names the folders of the files outside its own). Manifests without
+the list load as before when all their files are inside their folder.
+
+A stack given as a list of files is the concatenation of their bands (e.g. one file per band);
+every file is checked before a training run (:func:`check_sample_files`: complete, band counts
+as the band lists say). Files of one sample must share the CRS
 and cover the same ground; they may have different pixel sizes (20 m and 60 m bands are read
 onto the grid of the cloudy image by nearest neighbour). Band lists may be overridden per
 sample. Masks are single-band rasters, 1 (or any non-zero value) on cloud / shadow.
 
 A **CSV** manifest has a header ``id,split,cloudy,target,s1,terrain,cloud_mask,shadow_mask``
-(any subset with ``cloudy`` or ``target``); several files in one cell are separated by ``;``.
+(any subset with ``cloudy`` or ``target``); several files in one cell are separated by ``;``. It
+has no ``external_data_roots``: all its files must lie inside its folder.
 S2 band names then come from the file's band descriptions or its band count (13: L1C order,
 12: L2A order, 10: B2-B8A + B11, B12).
 
@@ -47,7 +60,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ...models.bands import S1_BANDS, TERRAIN_BANDS
 from ..errors import InputError
@@ -64,6 +77,7 @@ __all__ = [
     "Manifest",
     "load_manifest",
     "manifest_from_folder",
+    "check_sample_files",
 ]
 
 MANIFEST_FORMAT = "topoclear-patch-manifest"
@@ -102,6 +116,15 @@ class StackRef:
     def to_json(self, base: Optional[Path] = None):
         paths = [_relative(p, base) for p in self.paths]
         return paths[0] if len(paths) == 1 else paths
+
+
+def _real(path: os.PathLike | str) -> str:
+    return os.path.realpath(str(path))
+
+
+def _within(real: str, folder_real: str) -> bool:
+    """Whether the resolved path ``real`` is ``folder_real`` or lies inside it."""
+    return real == folder_real or real.startswith(folder_real.rstrip(os.sep) + os.sep)
 
 
 def _relative(path: str, base: Optional[Path]) -> str:
@@ -143,6 +166,8 @@ class Manifest:
     samples: List[PatchSample]
     description: str = ""
     path: Optional[str] = None
+    #: Folders outside the manifest's own that its files may lie in (absolute paths).
+    external_roots: Tuple[str, ...] = ()
 
     def split(self, *names: str) -> List[PatchSample]:
         """Samples whose split is one of ``names``."""
@@ -167,10 +192,36 @@ class Manifest:
             if s.notes:
                 entry["notes"] = s.notes
             samples.append(entry)
-        return {"format": MANIFEST_FORMAT, "version": 1, "description": self.description, "samples": samples}
+        document = {"format": MANIFEST_FORMAT, "version": 1, "description": self.description}
+        roots = self._roots_outside(base)
+        if roots:
+            document["external_data_roots"] = roots
+        document["samples"] = samples
+        return document
+
+    def _roots_outside(self, base: Optional[Path]) -> List[str]:
+        """The folders outside ``base`` that the samples' files lie in: the manifest's own
+        :attr:`external_roots` holding them, else each file's folder; with no ``base`` (absolute
+        paths), the manifest's roots."""
+        if base is None:
+            return list(self.external_roots)
+        known = [_real(r) for r in self.external_roots]
+        inside = _real(base)
+        roots: List[str] = []
+        for s in self.samples:
+            for ref in s.stacks.values():
+                for p in ref.paths:
+                    real = _real(p)
+                    if _within(real, inside):
+                        continue
+                    root = next((k for k in known if _within(real, k)), os.path.dirname(real))
+                    if root not in roots:
+                        roots.append(root)
+        return [r for r in roots if not any(o != r and _within(r, o) for o in roots)]
 
     def save(self, path: os.PathLike | str) -> Path:
-        """Write the manifest as JSON (paths relative to its folder)."""
+        """Write the manifest as JSON (paths relative to its folder; the folders of files outside it
+        are recorded as ``external_data_roots``)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(self.to_dict(path.parent.resolve()), indent=1))
@@ -284,6 +335,7 @@ def load_manifest(source: os.PathLike | str) -> Manifest:
     if not path.is_file():
         raise InputError(f"training data: {path} does not exist (expected a manifest .json/.csv or a folder)")
     base = path.parent.resolve()
+    roots: Tuple[str, ...] = ()
     if path.suffix.lower() == ".csv":
         entries, defaults, description = _csv_entries(path), {}, ""
     else:
@@ -291,14 +343,59 @@ def load_manifest(source: os.PathLike | str) -> Manifest:
         entries = data["samples"]
         defaults = {k: data[k] for k in ("s2_bands", "s1_bands", "terrain_bands", "s2_offset") if k in data}
         description = str(data.get("description", ""))
-    samples = [_sample_from_entry(e, base, defaults, i) for i, e in enumerate(entries)]
+        roots = _external_roots(data, path, base)
+    samples = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise InputError(f"manifest {path}: sample {i + 1} is not an object with 'target', 'cloudy'... "
+                             f"(got {type(e).__name__})")
+        _check_paths_inside(e, path, base, roots, i)
+        samples.append(_sample_from_entry(e, base, defaults, i))
     ids = [s.id for s in samples]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise InputError(f"manifest {path}: duplicate sample ids {', '.join(dup[:5])}")
     if not samples:
         raise InputError(f"manifest {path}: no samples")
-    return Manifest(samples, description, str(path))
+    return Manifest(samples, description, str(path), roots)
+
+
+def _external_roots(data: Mapping, path: Path, base: Path) -> Tuple[str, ...]:
+    """The ``external_data_roots`` of a JSON manifest, as absolute folders (relative ones from ``base``)."""
+    value = data.get("external_data_roots")
+    if value in (None, []):
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise InputError(f"manifest {path}: 'external_data_roots' must be a list of folder paths, got {value!r}")
+    roots = []
+    for v in value:
+        p = Path(v.strip()).expanduser()
+        roots.append(os.path.normpath(str(p if p.is_absolute() else base / p)))
+    return tuple(roots)
+
+
+def _check_paths_inside(entry: Mapping, path: Path, base: Path, roots: Tuple[str, ...], position: int) -> None:
+    """Refuse a sample file outside the manifest's folder and its ``external_data_roots`` (links and ``..``
+    resolved)."""
+    allowed = [_real(base)] + [_real(r) for r in roots]
+    sample_id = str(entry.get("id") or f"sample_{position:05d}")
+    for role in STACK_KEYS:
+        value = entry.get(role)
+        if value in (None, "", []):
+            continue
+        items = value.split(";") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else []
+        for item in items:
+            text = str(item).strip()
+            if not text:
+                continue
+            p = Path(text).expanduser()
+            real = _real(p if p.is_absolute() else base / p)
+            if not any(_within(real, folder) for folder in allowed):
+                where = "the dataset folder" + (" and its external_data_roots" if roots else "")
+                raise InputError(
+                    f"manifest {path}, sample {sample_id}: {text} lies outside {where} ({base}); a manifest reads "
+                    "files inside its own folder, or in the folders its 'external_data_roots' list names: move "
+                    "the file into the dataset, or add its folder to that list")
 
 
 def manifest_from_folder(folder: os.PathLike | str) -> Manifest:
@@ -328,3 +425,45 @@ def manifest_from_folder(folder: os.PathLike | str) -> Manifest:
         raise InputError(f"training data folder {folder}: {found['target']} holds no raster")
     return Manifest([_sample_from_entry(e, None, {}, i) for i, e in enumerate(entries)],
                     f"folder layout {folder}", str(folder))
+
+
+# ---------------------------------------------------------------------------------------------
+# checking the files of samples before a run
+# ---------------------------------------------------------------------------------------------
+#: What the band count of each stack is compared with.
+_BAND_LISTS = {"cloudy": ("s2_bands", "S2"), "target": ("s2_bands", "S2"), "s1": ("s1_bands", "S1"),
+               "terrain": ("terrain_bands", "terrain")}
+
+
+def check_sample_files(samples: Sequence[PatchSample], roles: Optional[Sequence[str]] = None,
+                       manifest: Optional[os.PathLike | str] = None) -> None:
+    """Open every file of every sample's stacks ``roles`` (default: all of them) and refuse, naming the
+    sample and the file, one that is missing, unreadable or truncated (:func:`open_raster` reads the
+    last block of every band) or whose band count is not what the sample's band list says: the S2
+    stacks (cloudy, target) as many bands as ``s2_bands``, S1 as ``s1_bands``, terrain as
+    ``terrain_bands`` (a stack of several files: their bands together); masks need one band or more.
+    ``manifest`` (the file the samples come from) is named in the messages."""
+    wanted = tuple(roles) if roles is not None else STACK_KEYS
+    where = f"manifest {manifest}, " if manifest else ""
+    for sample in samples:
+        for role in wanted:
+            ref = sample.stacks.get(role)
+            if ref is None:
+                continue
+            what = f"{where}sample {sample.id}: {role}"
+            counts = []
+            for path in ref.paths:
+                with open_raster(path, what) as ds:
+                    counts.append(ds.count)
+            total = sum(counts)
+            if role in _BAND_LISTS:
+                key, kind = _BAND_LISTS[role]
+                names = tuple(getattr(sample, key))
+                if names and total != len(names):
+                    files = ref.paths[0] if len(ref.paths) == 1 else "; ".join(ref.paths)
+                    has = f"has {total} band(s)" if len(ref.paths) == 1 else f"have {total} band(s) together"
+                    raise InputError(f"{what} {files} {has}, but the manifest lists {len(names)} {kind} bands "
+                                     f"({', '.join(names)}); the file is not the stack the manifest describes: "
+                                     f"rebuild it, or correct '{key}'")
+            elif total < 1:
+                raise InputError(f"{what} {ref.paths[0]} has no band")

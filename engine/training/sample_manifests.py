@@ -2,8 +2,9 @@
 
 :func:`build_sample_manifests` writes two manifests (:mod:`topoclear.engine.training.manifest`
 format); derived files (masks, synthetic cloudy images, band stacks) go to a cache folder,
-never into the data folder.
-"""
+never into the data folder. The manifests are written into the cache folder and reference the
+sample data in place, by absolute paths: each names the data folder in its
+``external_data_roots`` (the manifest's explicit opt-in for files outside its own folder)."""
 from __future__ import annotations
 
 import json
@@ -70,9 +71,12 @@ def build_sample_manifests(
         10 m grid by nearest neighbour) and the co-registered real S1 (read from the two
         original files), with synthetic clouds and shadows. Validation: patch ``87_48``.
 
+    Both manifests record ``data_dir`` (resolved) as their ``external_data_roots``: their files lie in
+    ``cache_dir`` (beside them) or in the data folder, nowhere else.
+
     Returns ``{"sen12mscr": path, "bigearthnet": path}`` (a key is left out when its data is absent).
     """
-    data, cache = Path(data_dir), Path(cache_dir)
+    data, cache = Path(data_dir).resolve(), Path(cache_dir)
     for sub in ("masks", "synthetic", "stacks"):
         (cache / sub).mkdir(parents=True, exist_ok=True)
     out: Dict[str, Path] = {}
@@ -86,9 +90,12 @@ def build_sample_manifests(
     return out
 
 
-def _write_manifest(path: Path, s2_bands: Sequence[str], description: str, samples: List[dict], **extra) -> Path:
+def _write_manifest(path: Path, data: Path, s2_bands: Sequence[str], description: str, samples: List[dict],
+                    **extra) -> Path:
+    """Write a manifest whose files lie beside it or in the sample data folder ``data`` (its
+    ``external_data_roots``)."""
     manifest = {"format": MANIFEST_FORMAT, "version": 1, "s2_bands": list(s2_bands), **extra,
-                "description": description, "samples": samples}
+                "external_data_roots": [str(data)], "description": description, "samples": samples}
     write_text_atomic(path, json.dumps(manifest, indent=1))
     return path
 
@@ -152,7 +159,7 @@ def _sen12mscr_manifest(data: Path, cache: Path, seed: int, monitor: Monitor, ov
     synthetic = _synthetic_pairs(clear, data / "sen12ms-cr-ts", cache, seed, monitor, overwrite)
     description = ("SEN12MS-CR sample patches: real cloudy/clear Level-1C pairs with DSen2-CR masks, and clear "
                    f"images with synthetic clouds and shadows. {_SEN12MSCR_CITATION}")
-    return _write_manifest(cache / "sen12mscr.json", S2_BANDS_L1C, description, real + synthetic)
+    return _write_manifest(cache / "sen12mscr.json", data, S2_BANDS_L1C, description, real + synthetic)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,4 +216,5 @@ def _bigearthnet_manifest(ben: Path, cache: Path, seed: int, monitor: Monitor, o
         return None
     description = ("BigEarthNet-MM sample patches: real clear Level-2A Sentinel-2 with synthetic clouds and shadows, "
                    f"and the co-registered real Sentinel-1 (dB). {_BIGEARTHNET_CITATION}")
-    return _write_manifest(cache / "bigearthnet.json", S2_BANDS_L2A, description, samples, s1_bands=list(S1_BANDS))
+    return _write_manifest(cache / "bigearthnet.json", ben.parent, S2_BANDS_L2A, description, samples,
+                           s1_bands=list(S1_BANDS))

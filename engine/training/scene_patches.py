@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -17,6 +18,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from ..errors import InputError
+from ..io.atomic import contained_path
 from ..io.raster import Grid, ThreadLocalDatasets, open_raster, valid_mask
 from ..sentinel2.bands import STACK_LAYOUTS, canonical_band
 from .builder_inputs import BuildOptions, SceneInputs
@@ -110,22 +112,33 @@ class CandidatePatch:
         return self.scene.inputs.source
 
 
+#: What each raster of a scene is called in messages.
+_ROLE_TEXT = {"target": "cloud-free target", "s1": "Sentinel-1 stack", "terrain": "terrain stack",
+              "cloud_mask": "cloud mask", "shadow_mask": "shadow mask", "land_mask": "land mask"}
+
+
 def open_scene(inputs: SceneInputs) -> OpenedScene:
-    """Check a scene's name, split and that every raster is on the grid of its cloudy image."""
+    """Check a scene's name and split, and every raster before anything is written: readable and
+    complete, on the grid of its cloudy image, the target with the cloudy image's band count, S1 and
+    terrain stacks with as many bands as their band names, masks with one band or more."""
     if not inputs.name or any(not (c.isalnum() or c in "-_.") for c in inputs.name):
         raise InputError(f"scene name {inputs.name!r} must be made of letters, digits, '-', '_' or '.'")
+    contained_path(Path("the output folder"), inputs.name, "scene name")
     if inputs.split is not None and inputs.split not in SPLITS:
         raise InputError(f"scene {inputs.name}: split {inputs.split!r} is not one of {', '.join(SPLITS)}")
     with open_raster(inputs.cloudy, f"scene {inputs.name}: cloudy image") as ds:
         if ds.crs is None:
             raise InputError(f"scene {inputs.name}: {inputs.cloudy} has no coordinate reference system")
         grid = Grid.of(ds)
+        count = ds.count
     others = dict(inputs.rasters())
+    others.pop("cloudy", None)
     if inputs.land_mask:
         others["land_mask"] = str(inputs.land_mask)
     for role, path in others.items():
         with open_raster(path, f"scene {inputs.name}: {role}") as ds:
             g = Grid.of(ds)
+            _check_band_count(inputs, role, path, ds.count, count)
         if g.crs != grid.crs or g.width != grid.width or g.height != grid.height or \
                 not g.transform.almost_equals(grid.transform, precision=1e-6 * max(grid.pixel_size)):
             raise InputError(f"scene {inputs.name}: {role} {path} is not on the grid of the cloudy image "
@@ -133,6 +146,20 @@ def open_scene(inputs: SceneInputs) -> OpenedScene:
                              f"{grid.height} px, {grid.crs}, {tuple(grid.transform)[:6]}); resample it onto the "
                              "Sentinel-2 grid first (terrain stack tool, gdalwarp)")
     return OpenedScene(inputs, grid, s2_band_names(inputs.cloudy, inputs.s2_bands))
+
+
+def _check_band_count(inputs: SceneInputs, role: str, path: str, bands: int, cloudy_bands: int) -> None:
+    """Refuse a raster of a scene whose band count does not fit its role."""
+    what = f"scene {inputs.name}: {_ROLE_TEXT.get(role, role)} {path}"
+    if role == "target" and bands != cloudy_bands:
+        raise InputError(f"{what} has {bands} bands, the cloudy image {cloudy_bands}: the target must hold the same "
+                         "Sentinel-2 bands as the cloudy image, in the same order")
+    expected = {"s1": inputs.s1_bands, "terrain": inputs.terrain_bands}.get(role)
+    if expected and bands != len(expected):
+        raise InputError(f"{what} has {bands} band(s), {len(expected)} expected ({', '.join(expected)}): give a "
+                         "stack with those bands, in that order")
+    if bands < 1:
+        raise InputError(f"{what} has no band")
 
 
 def group_scenes(scenes: List[OpenedScene], patch: int) -> None:
