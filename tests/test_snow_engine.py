@@ -15,6 +15,7 @@ from rasterio.transform import from_origin
 from rasterio.warp import Resampling, reproject
 
 from conftest import data_path
+from topoclear.engine.clouds.masks.choice import detector_status
 from topoclear.engine.errors import Cancelled, InputError
 from topoclear.engine.progress import Monitor
 from topoclear.engine.io.raster import Grid
@@ -40,6 +41,9 @@ SNOW_FREE_BEN = ("S2A_MSIL2A_20170613T101031_87_48", "S2A_MSIL2A_20170617T113321
                  "S2B_MSIL2A_20170924T93020_69_24")
 T22HBD = "esa_S2B_MSIL2A_20210122T133229_N0214_R081_T22HBD_20210122T155500.SAFE"
 UTM = CRS.from_epsg(32632)
+#: The pretrained cloud detector (onnxruntime and ukis-csmask) can run here.
+HAVE_DETECTOR = detector_status()[0]
+needs_detector = pytest.mark.skipif(not HAVE_DETECTOR, reason="onnxruntime / ukis-csmask not installed")
 
 
 def ben_band(patch: str, band: str = "B03") -> Path:
@@ -512,8 +516,13 @@ def test_finland_february_patch_is_snow(tmp_path):
     for method in ("lis", "threshold"):
         result = snow_map(snow_request(ben_band(FINLAND), tmp_path / f"snow_{method}.tif",
                                        SnowParameters(method=method)))
-        # coniferous forest hides part of the snow from the red test (red <= 0.20): ~64 % snow
-        assert 0.55 < fractions(result)[SNOW] < 0.75 and result.counts[CLOUD] == 0
+        # no SCL beside the bands: the automatic mask is the pretrained detector (its L2A model at 20 m),
+        # which sees no cloud (0.0 %); coniferous forest hides part of the snow from the red test (red <=
+        # 0.20): 64.3 % snow
+        text = " ".join(result.messages)
+        assert not HAVE_DETECTOR or ("Automatic -> Pretrained detector" in text and "model_6b_l2a" in text
+                                     and "own 20 m" in text), text
+        assert fractions(result)[CLOUD] < 0.03 and 0.55 < fractions(result)[SNOW] < 0.75
         assert result.snow_area_km2 == pytest.approx(result.counts[SNOW] * 400 / 1e6)
 
 
@@ -687,8 +696,103 @@ def test_cloud_mask_choice_names_the_snow_methods(tmp_path):
     assert read(tmp_path / "b.tif").tolist() == [[CLOUD, CLOUD, CLOUD, SNOW]] and as_mask.counts[NODATA] == 0
     with pytest.raises(InputError, match="'mask' is not one of auto, scl, raster, none"):
         snow_map(snow_request(files["B03"], tmp_path / "c.tif", params, cloud=CloudInput("mask", str(plain))))
-    with pytest.raises(InputError, match="a mask raster was chosen but none was given"):
+    with pytest.raises(InputError, match="'Cloud mask raster' chosen but no raster was given"):
         snow_map(snow_request(files["B03"], tmp_path / "d.tif", params, cloud=CloudInput("raster")))
+    bands = write_scene(tmp_path / "bare", g, r, s)  # no SCL beside these bands
+    with pytest.raises(InputError, match="SCL chosen but no SCL raster was given"):
+        snow_map(snow_request(bands["B03"], tmp_path / "e.tif", params, cloud=CloudInput("scl")))
+    # no SCL and no B2/B8 for the detector: auto is no mask, and the log says why
+    bare = snow_map(snow_request(bands["B03"], tmp_path / "f.tif", params))
+    assert bare.counts[CLOUD] == 0
+    assert any("Automatic -> None" in m and ("lacks B2, B8" in m or not HAVE_DETECTOR) for m in bare.messages), \
+        bare.messages
+    if HAVE_DETECTOR:
+        with pytest.raises(InputError, match="the pretrained cloud detector needs the bands B2, B3, B4, B8"):
+            snow_map(snow_request(bands["B03"], tmp_path / "g.tif", params, cloud=CloudInput("detector")))
+
+
+def test_shadow_of_a_mask_raster_is_never_released_cloud_is(tmp_path):
+    """Mask rasters and the detector give 1 cloud, 2 shadow: Let It Snow releases a dark cloud to the snow
+    tests (a cloud can be snow) but never a shadow (it cannot); the single threshold releases nothing."""
+    g, r, s = (np.full((1, 4), (0.40, 0.25, 0.04)[i]) for i in range(3))  # dark (red 0.25) and snow-like
+    files = write_scene(tmp_path, g, r, s, cloud=np.array([[1, 2, 0, 1]], np.uint8))
+    mask = CloudInput("raster", str(files["cloud"]))
+    snow_map(snow_request(files["B03"], tmp_path / "lis.tif", SnowParameters(darkcloud_scale=0), cloud=mask))
+    assert read(tmp_path / "lis.tif").tolist() == [[SNOW, CLOUD, SNOW, SNOW]]
+    snow_map(snow_request(files["B03"], tmp_path / "thr.tif", SnowParameters(method="threshold"), cloud=mask))
+    assert read(tmp_path / "thr.tif").tolist() == [[CLOUD, CLOUD, SNOW, CLOUD]]
+
+
+def test_auto_never_falls_back_to_the_dsen2cr_rules(tmp_path, monkeypatch):
+    """A 13-band L1C stack has every band of the DSen2-CR rules, but the snow map's automatic mask is the
+    SCL, else the detector, else none: with the detector unavailable (not installed, or it cannot start)
+    there is no mask, and the log says why."""
+    from topoclear.engine.clouds.masks import choice
+    from topoclear.engine.clouds.masks.detector import DetectorUnavailable
+    from topoclear.engine.snow import scene
+
+    path = sen12("s2_clear", "ROIs1158_spring_s2_26_p100")
+    params = SnowParameters(method="threshold")
+    monkeypatch.setattr(choice, "detector_status", lambda: (False, "onnxruntime is not installed"))
+    result = snow_map(snow_request(path, tmp_path / "a.tif", params))
+    assert result.counts[CLOUD] == 0
+    text = " ".join(result.messages)
+    assert "Automatic -> None" in text and "onnxruntime is not installed" in text and "DSen2-CR" not in text
+    with pytest.raises(DetectorUnavailable, match="onnxruntime is not installed"):
+        snow_map(snow_request(path, tmp_path / "b.tif", params, cloud=CloudInput("detector")))
+    monkeypatch.undo()
+
+    def broken(*args, **kwargs):
+        raise DetectorUnavailable("the model file cannot be read")
+
+    monkeypatch.setattr(choice, "detector_status", lambda: (True, ""))  # installed, but it cannot start
+    monkeypatch.setattr(scene, "SceneMask", broken)
+    result = snow_map(snow_request(path, tmp_path / "c.tif", params))
+    assert result.counts[CLOUD] == 0 and "the model file cannot be read" in " ".join(result.messages)
+
+
+def _detector_classes(path) -> np.ndarray:
+    """The detector's classes (0 clear, 1 cloud, 2 shadow, 255 nodata) of ``path`` on its snow map grid."""
+    from topoclear.engine.snow.scene import open_scene
+
+    with open_scene(Sentinel2Input(path), CloudInput("detector"), None) as scene:
+        scene.prepare_mask()
+        return scene.mask.classes((0, 0, scene.grid.height, scene.grid.width))
+
+
+@needs_detector
+def test_detector_keeps_the_snow_it_sees_on_the_tatarstan_patch(tmp_path):
+    """SEN12MS-CR 136_p139 (Tatarstan, autumn, 13-band L1C): cloud over snow on the ground. With the
+    pretrained detector (L1C model, 10 m block-averaged to 30 m) the snow map is the cloud-free map
+    wherever the detector says clear (18.6 % of those pixels snow), its shadows always stay cloud and
+    only the dark clouds are released (3.3 % of its cloud pixels). The clear image of the same place
+    (snow-free) has no cloud and no snow."""
+    path = sen12("s2_cloudy", "ROIs1970_fall_s2_cloudy_136_p139")
+    classes = _detector_classes(path)
+    clear, shadow, cloud = classes == 0, classes == 2, classes == 1
+    assert 0.2 < clear.mean() < 0.45 and cloud.mean() > 0.25 and shadow.mean() > 0.1  # 31.8 / 40.1 / 28.1 %
+    result = snow_map(snow_request(path, tmp_path / "det.tif", cloud=CloudInput("detector")))
+    snow_map(snow_request(path, tmp_path / "none.tif", cloud=CloudInput("none")))
+    det, bare = read(tmp_path / "det.tif"), read(tmp_path / "none.tif")
+    assert np.array_equal(det[clear], bare[clear])
+    assert (det[clear] == SNOW).mean() > 0.15
+    assert np.all(det[shadow] == CLOUD) and 0.01 < (det[cloud] != CLOUD).mean() < 0.1
+    text = " ".join(result.messages)
+    assert "Pretrained detector" in text and "model_6b_l1c" in text
+    fall = snow_map(snow_request(sen12("s2_clear", "ROIs1970_fall_s2_136_p139"), tmp_path / "clear.tif",
+                                 cloud=CloudInput("detector")))
+    assert fall.counts[CLOUD] == 0 and fall.counts[SNOW] == 0
+
+
+@needs_detector
+def test_detector_leaves_the_snow_covered_26_p100_snow(tmp_path):
+    """SEN12MS-CR 26_p100 clear: fully snow-covered; the detector flags no cloud (0.0 %, bright snow is
+    not cloud), so the snow map is snow (99.9 %), exactly the map without a mask."""
+    path = sen12("s2_clear", "ROIs1158_spring_s2_26_p100")
+    assert (np.isin(_detector_classes(path), (1, 2))).mean() < 0.03
+    result = snow_map(snow_request(path, tmp_path / "det.tif", SnowParameters(method="threshold"),
+                                   cloud=CloudInput("detector")))
+    assert fractions(result)[CLOUD] < 0.03 and fractions(result)[SNOW] > 0.99
 
 
 def test_row_areas_of_projected_and_geographic_grids():

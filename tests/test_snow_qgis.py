@@ -10,8 +10,8 @@ import rasterio
 from rasterio.transform import from_origin
 
 from conftest import data_path
-from test_snow_engine import (BRIGHT_SNOW, FINLAND, MARGINAL, T22HBD, UTM, ben_band, cell, read, sen12,
-                              staircase_scene, write_band)
+from test_snow_engine import (BRIGHT_SNOW, FINLAND, MARGINAL, T22HBD, UTM, ben_band, cell, needs_detector, read,
+                              sen12, staircase_scene, write_band)
 
 SNOW, NO_SNOW, CLOUD, NODATA = 100, 0, 205, 255
 
@@ -197,8 +197,9 @@ def test_one_adapter_builds_the_snow_requests(tmp_path):
     from topoclear.qgis_common.snow_choices import (CLOUD_CHOICES, LIS_FIELDS, METHOD_CHOICES, ImageChoice,
                                                     SnowMapChoice, key_at, sentinel2_input, snow_map_request)
 
-    # the Processing enum indices keep their meaning: 0 auto, 1 SCL, 2 mask raster, 3 none (new ones come after)
-    assert [c.key for c in CLOUD_CHOICES][:4] == ["auto", "scl", "raster", "none"]
+    # the Processing enum indices keep their meaning: 0 auto, 1 SCL, 2 mask raster, 3 none, 4 the pretrained
+    # detector (new ones come after)
+    assert [c.key for c in CLOUD_CHOICES][:5] == ["auto", "scl", "raster", "none", "detector"]
     assert [c.key for c in METHOD_CHOICES] == ["lis", "threshold"] and key_at(CLOUD_CHOICES, 2) == "raster"
     assert {f.key: f.default for f in LIS_FIELDS}["band_height"] == 100
     image = sentinel2_input(ImageChoice(layer="stack.tif", bands={"B3": 2, "B4": 0}), ("B3", "B4", "B11"))
@@ -222,6 +223,14 @@ def test_one_adapter_builds_the_snow_requests(tmp_path):
         snow_map_request(SnowMapChoice(image, out, cloud="raster"))
     with pytest.raises(InputError, match="band height 10.5"):
         snow_map_request(SnowMapChoice(image, out, values={"band_height": 10.5}))
+
+
+@needs_detector
+def test_snowmap_with_the_pretrained_detector_through_processing(run_alg, tmp_path):
+    """CLOUD_SOURCE 4: the detector on the snow-covered 26_p100 stack flags no cloud; the map stays snow."""
+    result = run_alg("topoclear:snowmap", INPUT=str(sen12("s2_clear", "ROIs1158_spring_s2_26_p100")), METHOD=1,
+                     CLOUD_SOURCE=4, OUTPUT=str(tmp_path / "det.tif"))
+    assert result["CLOUD_PERCENT"] < 3.0 and result["SNOW_PERCENT"] > 99.0
 
 
 def test_snowmap_cloud_mask_raster_through_processing(run_alg, tmp_path):

@@ -6,7 +6,9 @@ As described in its algorithm theoretical basis document:
    cloud shadow, high cloud (cirrus), or a *bright* cloud: red reflectance averaged over
    ``darkcloud_scale`` (240 m, i.e. 12 x 12 pixels at 20 m) >= ``red_darkcloud`` (0.30). The
    other ("dark") cloud pixels are released and go through the snow tests. With an SCL band the
-   shadow class is 3 and high cloud is 10 (thin cirrus); a generic mask raster has neither.
+   shadow class is 3 and high cloud is 10 (thin cirrus); with the pretrained detector or a mask
+   raster the shadow class (2) stays cloud and every other cloud may be released: a shadow is not
+   a cloud that can be snow, a cloud can (see :mod:`.cloudmask`).
 2. *Pass 1*: snow where not (pass-1) cloud, NDSI > ``ndsi_pass1`` (0.40) and red >
    ``red_pass1`` (0.20).
 3. *Snowline*: the DEM is split into elevation bands of ``band_height`` (100 m) starting at the
@@ -49,6 +51,7 @@ from typing import Iterator, List, NamedTuple, Optional, Tuple
 import numpy as np
 from rasterio.windows import Window
 
+from ..clouds.masks.kinds import DETECTOR
 from ..io.windows import run_windows
 from ..progress import Monitor
 from .classes import CLOUD, NO_SNOW, NODATA, SNOW
@@ -113,8 +116,8 @@ class Pass1Totals:
 
 def pass1_clouds(data: Spectra, params: SnowParameters, block: int
                  ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-    """(clouds of pass 1: the mask less the released dark clouds, the clouds a pixel falls back to
-    when it is not snow); (None, None) without clouds in the window."""
+    """(clouds of pass 1: the mask less the released dark clouds (hard clouds are never released),
+    the clouds a pixel falls back to when it is not snow); (None, None) without clouds in the window."""
     all_cloud, held, _ = data.cloud_masks()
     if all_cloud is None or not all_cloud.any():
         return None, None
@@ -242,14 +245,20 @@ def run_pass2(scene: SnowScene, request: SnowMapRequest, windows: List[Window], 
 
 
 def lis_snow_map(scene: SnowScene, request: SnowMapRequest, monitor: Monitor) -> SnowResult:
-    """Write the Let It Snow snow map of ``scene`` (two windowed passes; progress 0-75 % and 75-100 %)."""
+    """Write the Let It Snow snow map of ``scene`` (two windowed passes; progress 0-75 % and 75-100 %, after
+    the detector's whole-scene pass (0-30 %) when it is the cloud mask)."""
     params = request.params
     block = darkcloud_block(scene.grid, params.darkcloud_scale)
     windows = strip_windows(scene.grid, request.window_rows, scene.reader.dataset("B3"))
+    start = 0.0
+    if scene.cloud_kind == DETECTOR.key:
+        start = 30.0
+        scene.prepare_mask(monitor.sub(0, start))
     with _scratch_files(request.output, bool(request.fsc_output)) as scratch:
-        totals = run_pass1(scene, params, windows, block, scratch, monitor.sub(0, 75))
+        split = start + 0.75 * (100.0 - start)
+        totals = run_pass1(scene, params, windows, block, scratch, monitor.sub(start, split))
         bands, snowline, note = decide_snowline(totals, params, scene.dem_ds is not None)
         if scene.dem_ds is not None and snowline is None:
             monitor.message(f"Snowline not found ({note}): pass 2 skipped.")
-        return run_pass2(scene, request, windows, scratch, snowline, monitor.sub(75, 100), snowline_note=note,
+        return run_pass2(scene, request, windows, scratch, snowline, monitor.sub(split, 100), snowline_note=note,
                          pass1_bands=bands, pass1_snow_fraction=totals.snow_fraction)

@@ -9,9 +9,10 @@ from ..errors import InputError
 
 #: The snow map methods: Let It Snow's two passes, or a single NDSI threshold.
 METHODS = ("lis", "threshold")
-#: What the automatic cloud mask is for the snow map (the snow map computes no mask of its own).
+#: What the automatic cloud mask is for the snow map (the mask engine's choice; never the DSen2-CR rules).
 AUTO_CLOUD_DESCRIPTION = ("the mask raster when one is given (read as SCL when its name says SCL), else the "
-                          "product's SCL band when one is found beside the bands, else no mask")
+                          "product's SCL band when one is found beside the bands, else the pretrained detector "
+                          "(when installed and B2, B3, B4, B8 are there), else no mask; the log says which and why")
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,9 @@ class CloudInput:
     ``kind``: a key of :func:`~topoclear.engine.clouds.masks.kinds.mask_methods` ``("snow")``:
     ``"auto"`` (see :data:`AUTO_CLOUD_DESCRIPTION`), ``"scl"`` (an L2A scene classification raster:
     3 shadow, 8/9 cloud, 10 cirrus, 0 no data; the product's own when ``path`` is None),
-    ``"raster"`` (any raster: non-zero = cloud, its nodata = not cloud) or ``"none"``.
+    ``"raster"`` (any raster: 0 clear, 2 shadow, other values cloud, its nodata not cloud),
+    ``"detector"`` (the pretrained ukis-csmask detector on the image's bands) or ``"none"``. The
+    classes come from the cloud mask engine (:mod:`~topoclear.engine.snow.scene`).
     """
 
     kind: str = "auto"

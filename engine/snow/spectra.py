@@ -16,8 +16,9 @@ class Spectra:
 
     ``ndsi`` (float32, NaN = nodata), ``valid`` (green, red and SWIR1 hold data), the red band kept
     in its own units (integer DN are tested against thresholds converted to DN, never converted),
-    ``cloud`` (values, nodata) or None, and ``dem`` / ``dem_valid`` (elevations: int32 for integer
-    DEMs read as they are, else float32) or None.
+    ``classes`` (the cloud mask engine's classes) or None, ``scl`` (raw SCL codes, nodata) or None,
+    and ``dem`` / ``dem_valid`` (elevations: int32 for integer DEMs read as they are, else float32)
+    or None.
     """
 
     def __init__(self, scene: SnowScene, data: dict) -> None:
@@ -28,8 +29,8 @@ class Spectra:
         if r_valid is not None:
             valid = r_valid if valid is None else valid & r_valid
         self.valid = valid if valid is not None else np.ones(self.ndsi.shape, dtype=bool)
-        self.cloud = data.get("cloud")
-        self.cloud_kind = scene.cloud_kind
+        self.classes = data.get("classes")
+        self.scl = data.get("scl")
         self._red_block = data.get("red_block") or (data["B4"], 0)
         self.dem = self.dem_valid = None
         if "dem" in data:
@@ -45,9 +46,9 @@ class Spectra:
         return dark_clouds(self._reader, self._red_block, clouds, block, limit)
 
     def cloud_masks(self):
-        """(all clouds, shadow-or-cirrus, SCL nodata) of the window (:func:`~.cloudmask.cloud_masks`);
+        """(all clouds, hard clouds, SCL nodata) of the window (:func:`~.cloudmask.cloud_masks`);
         SCL nodata is also removed from :attr:`valid`."""
-        all_cloud, held, scl_nodata = cloud_masks(self.cloud, self.cloud_kind)
+        all_cloud, held, scl_nodata = cloud_masks(self.classes, self.scl)
         if scl_nodata is not None:
             self.valid &= ~scl_nodata
         return all_cloud, held, scl_nodata

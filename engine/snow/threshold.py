@@ -2,7 +2,7 @@
 
 Snow where the pixel is not cloud, NDSI > ``ndsi_threshold`` and (unless disabled) red >
 ``red_threshold``. The red test removes water, whose NDSI is often high but which is dark in the
-red band. Every pixel of the cloud mask is cloud (nothing is released).
+red band. Every pixel of the cloud mask (cloud and shadow) is cloud (nothing is released).
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from ..clouds.masks.kinds import DETECTOR
 from ..io.windows import run_windows
 from ..progress import Monitor
 from .classes import CLOUD, NO_SNOW, NODATA, SNOW
@@ -39,9 +40,14 @@ def threshold_classes(data: Spectra, params: SnowParameters) -> np.ndarray:
 
 
 def threshold_snow_map(scene: SnowScene, request: SnowMapRequest, monitor: Monitor) -> SnowResult:
-    """Write the single-threshold snow map of ``scene`` (one windowed pass)."""
+    """Write the single-threshold snow map of ``scene`` (one windowed pass, after the detector's
+    whole-scene pass (progress 0-30 %) when it is the cloud mask)."""
     grid = scene.grid
     windows = strip_windows(grid, request.window_rows, scene.reader.dataset("B3"))
+    start = 0.0
+    if scene.cloud_kind == DETECTOR.key:
+        start = 30.0
+        scene.prepare_mask(monitor.sub(0, start))
     with SnowMapOutput(request, grid) as output:
         def compute(window, raw) -> Tuple[np.ndarray, Optional[np.ndarray]]:
             data = Spectra(scene, raw)
@@ -50,5 +56,5 @@ def threshold_snow_map(scene: SnowScene, request: SnowMapRequest, monitor: Monit
             return classes, fsc
 
         run_windows(windows, lambda window: read_window(scene, window, False), compute,
-                    lambda window, result: output.write(window, *result), monitor)
+                    lambda window, result: output.write(window, *result), monitor.sub(start, 100))
         return output.finish(scene.product)
