@@ -8,15 +8,11 @@ from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import QCoreApplication, QLocale, QSettings, QTranslator, QUrl
 
 from .processing_provider.provider import TopoClearProvider
+from .qgis_common.i18n import tr
 
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 MENU = "&TopoClear"
 DOCS = os.path.join(PLUGIN_DIR, "docs", "index.html")
-
-
-def tr(text: str) -> str:
-    """``text`` in the user's language, where a translation is installed (context ``TopoClear``)."""
-    return QCoreApplication.translate("TopoClear", text)
 
 
 def icon_path(name: str) -> str:

@@ -18,6 +18,17 @@ per model show whether memory grows with the scene.
     .venv/bin/python benchmarks/bench_clouds.py                       # CPU, crops 1024 and 2048 (DSen2-CR 256 and 512)
     .venv/bin/python benchmarks/bench_clouds.py --device cuda --size 10980 --crops 10980
     .venv/bin/python benchmarks/bench_clouds.py --models crt_unet --crops 2048,4096 --tile 1024 --batch 4
+
+**Shipped methods** (``--methods``): the methods a user runs by default, with their shipped weights,
+through ``run_cloud_removal`` with a cloud mask (the real rule-based mask of 19_p30, about half
+cloud or shadow, mirrored like the bands): ``fill`` (the fill from the surroundings),
+``auto-s2`` / ``auto-s1`` / ``auto-s1-dem`` (what Automatic runs for Sentinel-2 alone, with
+Sentinel-1, with Sentinel-1 and a DEM) and any shipped weights file by its name (e.g.
+``unet_fill_nosar``). The full-tile time of a crop is extrapolated by pixels; ``--crops 10980``
+measures the full tile itself.
+
+    .venv/bin/python benchmarks/bench_clouds.py --models "" --methods fill,auto-s2,auto-s1-dem --crops 2048
+    nice -n 5 .venv/bin/python benchmarks/bench_clouds.py --models "" --methods auto-s2 --crops 10980
 """
 from __future__ import annotations
 
@@ -58,13 +69,19 @@ def mirrored(patch: np.ndarray, row0: int, col0: int, rows: int, cols: int) -> n
 
 
 def generate(workdir: Path, size: int) -> dict:
-    """Write (once) the S2, S1 and DEM files of a size x size scene; returns their paths."""
+    """Write (once) the S2, S1, DEM and cloud-mask files of a size x size scene; returns their paths."""
     workdir.mkdir(parents=True, exist_ok=True)
-    paths = {"s2": workdir / f"s2_{size}.tif", "s1": workdir / f"s1_{size}.tif", "dem": workdir / f"dem_{size}.tif"}
+    paths = {"s2": workdir / f"s2_{size}.tif", "s1": workdir / f"s1_{size}.tif", "dem": workdir / f"dem_{size}.tif",
+             "mask": workdir / f"mask_{size}.tif"}
     if all(p.exists() for p in paths.values()):
         return {k: str(v) for k, v in paths.items()}
     with rasterio.open(DATA / "sen12ms-cr" / "s2_cloudy" / "ROIs1868_summer_s2_cloudy_19_p30.tif") as ds:
-        s2 = ds.read()[[L1C_INDEX[b] for b in TEN_BANDS]]
+        l1c = ds.read()
+        s2 = l1c[[L1C_INDEX[b] for b in TEN_BANDS]]
+    from topoclear.engine.clouds.masks.rules import bands_from_stack, cloud_shadow_masks_l1c
+
+    masks = cloud_shadow_masks_l1c(bands_from_stack(l1c.astype(np.float32)))
+    cloud_mask = np.where(masks["cloud"], 1, np.where(masks["csm"], 2, 0)).astype(np.uint8)[None]
     with rasterio.open(DATA / "sen12ms-cr" / "s1" / "ROIs1868_summer_s1_19_p30.tif") as ds:
         s1 = ds.read()
     with rasterio.open(DATA / "dem" / "bigtujunga.tif") as ds:
@@ -77,7 +94,8 @@ def generate(workdir: Path, size: int) -> dict:
     dem_size = (size * 10 + 29) // 30 + 2
     specs = [("s2", s2, size, transform, "uint16", TEN_BANDS),
              ("s1", s1, size, transform, "float32", ("VV", "VH")),
-             ("dem", dem, dem_size, from_origin(ORIGIN[0] - 30, ORIGIN[1] + 30, 30, 30), "float32", ("elevation",))]
+             ("dem", dem, dem_size, from_origin(ORIGIN[0] - 30, ORIGIN[1] + 30, 30, 30), "float32", ("elevation",)),
+             ("mask", cloud_mask, size, transform, "uint8", ("cloud mask (1 cloud, 2 shadow)",))]
     for key, patch, n, tr, dtype, names in specs:
         tmp = paths[key].with_suffix(".partial.tif")
         with rasterio.open(tmp, "w", driver="GTiff", width=n, height=n, count=patch.shape[0], dtype=dtype, crs=CRS,
@@ -126,8 +144,96 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+METHOD_INPUTS = {"auto-s2": (False, False), "auto-s1": (True, False), "auto-s1-dem": (True, True), "fill": (False, False)}
+
+
+def run_method(args) -> dict:
+    """One shipped method (``--case method:<name>``) over one crop, through run_cloud_removal with the mask."""
+    import torch
+
+    from topoclear.engine.checkpoints import read_card
+    from topoclear.engine.clouds.removal import run_cloud_removal
+    from topoclear.engine.clouds.request import CloudRemovalRequest, InferenceOptions
+    from topoclear.engine.clouds.weights import WEIGHTS_DIR
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    name = args.case.split(":", 1)[1]
+    files = crop_inputs(generate(args.workdir, args.size), args.crop, args.workdir)
+    model, weights = ("auto" if name.startswith("auto") else name), None
+    s1, dem = METHOD_INPUTS.get(name, (False, False))
+    if name not in METHOD_INPUTS:
+        weights = str(Path(WEIGHTS_DIR) / f"{name}.safetensors")
+        card = read_card(weights)
+        model = card["architecture"]["model"]
+        layout = card["architecture"]["input_layout"]
+        s1, dem = bool(layout.get("s1")), bool(layout.get("terrain"))
+    out = args.workdir / f"out_{name}_{args.crop}.tif"
+    request = CloudRemovalRequest(files["s2"], str(out), model=model, weights=weights, s1=files["s1"] if s1 else None,
+                                  dem=files["dem"] if dem else None, mask=files["mask"], mask_kind="raster",
+                                  options=InferenceOptions(device=args.device, tile=args.tile or None,
+                                                           batch_size=args.batch or None, amp=args.amp))
+    baseline = peak_rss_mib()
+    start = time.perf_counter()
+    report = run_cloud_removal(request)
+    seconds = time.perf_counter() - start
+    for path in (out, report.observed):
+        os.remove(path)
+    pixels = report.width * report.height
+    ran = next((m for m in report.messages if m.startswith("Automatic")), report.model)
+    return {"model": name, "ran": ran, "crop": args.crop, "device": report.device, "seconds": seconds,
+            "mpx_per_s": pixels / 1e6 / seconds, "full_tile_s": FULL_TILE ** 2 / (pixels / seconds),
+            "full_tile_s_by_tiles": FULL_TILE ** 2 / (pixels / seconds), "full_tile_tiles": report.tiles,
+            "tiles": report.tiles, "tile": list(report.tile), "overlap": report.overlap, "mode": report.mode,
+            "batch": report.batch_size, "amp": report.amp, "peak_rss_mib": peak_rss_mib(),
+            "rss_before_run_mib": baseline, "peak_gpu_gib": (report.peak_device_memory or 0) / 2 ** 30,
+            "onnx": any("ONNX Runtime (within" in m for m in report.messages),
+            "messages": [m for m in report.messages if "Automatic" in m or "ONNX" in m or "First pass" in m]}
+
+
+def onnx_compare(name: str, size: int = 1024, repeats: int = 3, threads: int = 0) -> dict:
+    """The shipped network ``name`` on one ``size`` px tile: PyTorch and ONNX Runtime side by side (CPU)."""
+    import torch
+
+    from topoclear.engine.checkpoints import load_model
+    from topoclear.engine.clouds.onnx_runner import OnnxSession
+    from topoclear.engine.clouds.weights import WEIGHTS_DIR
+    from topoclear.models import get_spec
+
+    if threads:
+        torch.set_num_threads(threads)
+    model, _ = load_model(Path(WEIGHTS_DIR) / f"{name}.safetensors")
+    model.eval()
+    layout = model.input_layout
+    rng = np.random.default_rng(0)
+    batch = {k: rng.random((1, len(layout.bands(k)), size, size), dtype=np.float32) for k in layout.inputs}
+    if get_spec(model.spec_name).prior == "fill":
+        batch["mask"] = (rng.random((1, 1, size, size)) > 0.5).astype(np.float32)
+        batch["prior"] = batch["s2"].copy()
+    t0 = time.perf_counter()
+    session = OnnxSession(model, batch)
+    export = time.perf_counter() - t0
+
+    def run_torch():
+        with torch.inference_mode():
+            return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).numpy()
+
+    out = {"model": name, "tile": size, "threads": torch.get_num_threads(), "export_s": export}
+    reference = run_torch()
+    out["max_difference"] = float(np.abs(session(batch) - reference).max())
+    for label, fn in (("torch_s", run_torch), ("onnxruntime_s", lambda: session(batch))):
+        t = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        out[label] = (time.perf_counter() - t) / repeats
+    out["speedup"] = out["torch_s"] / out["onnxruntime_s"]
+    return out
+
+
 def run_case(args) -> dict:
     """One (model, crop) in this process; returns the measurements."""
+    if args.case.startswith("method:"):
+        return run_method(args)
     import torch
 
     from topoclear.engine.clouds.removal import remove_clouds
@@ -169,7 +275,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=FULL_TILE, help="generated scene size (px)")
     parser.add_argument("--crops", default="", help="crop sizes to run (comma-separated; default per model)")
-    parser.add_argument("--models", default="crt_unet,unet,dsen2cr")
+    parser.add_argument("--models", default="crt_unet,unet,dsen2cr",
+                        help="full-width networks with random weights (empty: none)")
+    parser.add_argument("--methods", default="",
+                        help="shipped methods: fill, auto-s2, auto-s1, auto-s1-dem, or a weights file name")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--tile", type=int, default=0, help="tile size (0: the model's default for the device)")
     parser.add_argument("--batch", type=int, default=0, help="tiles per batch (0: default)")
@@ -177,9 +286,17 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "out")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--onnx-compare", default="",
+                        help="a shipped weights file: PyTorch vs ONNX Runtime on one 1024 px tile, then exit")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--crop", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.onnx_compare:
+        r = onnx_compare(args.onnx_compare, threads=args.threads)
+        print(json.dumps(r, indent=1))
+        print(f"| {r['model']} | {r['tile']} px | {r['threads']} | {r['torch_s']:.2f} s | {r['onnxruntime_s']:.2f} s | "
+              f"{r['speedup']:.2f} x | {r['export_s']:.1f} s | {r['max_difference']:.1g} |")
+        return 0
     if args.case:
         print("RESULT " + json.dumps(run_case(args)))
         return 0
@@ -191,8 +308,9 @@ def main() -> int:
     print(f"input: {args.size} x {args.size} px, 10 bands uint16 + S1 VV/VH + 30 m DEM under {args.workdir} "
           f"(generated in {time.perf_counter() - t0:.0f} s or reused)")
     results = []
-    for model in args.models.split(","):
-        crops = [int(c) for c in args.crops.split(",")] if args.crops else DEFAULT_CROPS[model]
+    cases = [m for m in args.models.split(",") if m] + [f"method:{m}" for m in args.methods.split(",") if m]
+    for model in cases:
+        crops = [int(c) for c in args.crops.split(",")] if args.crops else DEFAULT_CROPS.get(model, (2048,))
         for crop in crops:
             crop = min(crop, args.size)
             cmd = [sys.executable, __file__, "--case", model, "--crop", str(crop), "--size", str(args.size),

@@ -366,7 +366,9 @@ def safetensors_header(path: os.PathLike | str) -> Dict[str, Tuple[int, ...]]:
         size = path.stat().st_size
         with open(path, "rb") as handle:
             head = handle.read(8)
-            if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+            after = handle.read(1)  # a safetensors header (JSON) opens with "{"; its length may start with 0x80
+            handle.seek(8)
+            if (head[:1] == b"\x80" and after != b"{") or head[:4] == b"PK\x03\x04":
                 raise InputError(f"{path} is a PyTorch or pickle checkpoint under a .safetensors name, not a safetensors "
                                  "file: TopoClear never loads pickles (they can run code)")
             n = int.from_bytes(head, "little") if len(head) == 8 else -1

@@ -22,8 +22,10 @@ Values follow the ``"dsen2cr"`` scaling of :mod:`topoclear.models.scaling` (S2 /
 shifted and scaled to [0, 2]); the output is in the S2 input's scaling.
 
 Choice the paper leaves open: the residual scaling 0.1 is a fixed constant (no parameter), and
-the long skip needs as many output bands as S2 input bands, so ``out_bands`` is not separately
-configurable.
+the long skip needs as many output bands as S2 input bands. ``out_bands`` and ``long_skip=False``
+(defaults: the S2 band count and the paper's long skip) serve the fill-prior variant
+(:mod:`topoclear.models.fill_prior`), whose optical input holds more channels than it predicts and
+whose skip is the fill; the paper's configuration and its parameter counts are unchanged.
 """
 from __future__ import annotations
 
@@ -68,6 +70,8 @@ class DSen2CR(nn.Module):
         features: feature channels F (256).
         blocks: number of residual blocks B (16).
         residual_scale: residual scaling constant (0.1).
+        out_bands: predicted bands (default ``s2_bands``; must equal it with the long skip).
+        long_skip: add the cloudy S2 input to the output (the paper's long skip).
     """
 
     model_name = "dsen2cr"
@@ -80,18 +84,23 @@ class DSen2CR(nn.Module):
         features: int = 256,
         blocks: int = 16,
         residual_scale: float = 0.1,
+        out_bands: Optional[int] = None,
+        long_skip: bool = True,
     ) -> None:
         super().__init__()
         if s2_bands < 1 or s1_bands < 0:
             raise ValueError(f"dsen2cr: need s2_bands >= 1 and s1_bands >= 0, got {s2_bands}, {s1_bands}")
         self.s2_bands = s2_bands
         self.s1_bands = s1_bands
-        self.out_bands = s2_bands
+        self.out_bands = int(out_bands or s2_bands)
+        self.long_skip = bool(long_skip)
+        if self.long_skip and self.out_bands != s2_bands:
+            raise ValueError("dsen2cr: the long skip needs out_bands == s2_bands")
         self.head = nn.Sequential(
             nn.Conv2d(s2_bands + s1_bands, features, kernel_size=3, padding=1), nn.ReLU(inplace=True)
         )
         self.body = nn.Sequential(*(ResidualBlock(features, residual_scale) for _ in range(blocks)))
-        self.tail = nn.Conv2d(features, s2_bands, kernel_size=3, padding=1)
+        self.tail = nn.Conv2d(features, self.out_bands, kernel_size=3, padding=1)
         he_uniform_(self)
 
     def forward(
@@ -113,4 +122,5 @@ class DSen2CR(nn.Module):
                 got = "nothing" if s1 is None else f"shape {tuple(s1.shape)}"
                 raise ValueError(f"dsen2cr: input 's1' must be (N, {self.s1_bands}, H, W), got {got}")
             x = torch.cat([s2, s1], dim=1)
-        return s2 + self.tail(self.body(self.head(x)))
+        out = self.tail(self.body(self.head(x)))
+        return s2 + out if self.long_skip else out

@@ -175,6 +175,24 @@ def _build_dsen2cr(s2_bands: int, s1_bands: int, terrain_bands: int, **options) 
     return DSen2CR(s2_bands=s2_bands, s1_bands=s1_bands, **options)
 
 
+def _build_unet_fill(s2_bands: int, s1_bands: int, terrain_bands: int, **options) -> "nn.Module":
+    from .fill_prior import FillPriorUNet
+
+    return FillPriorUNet(s2_bands=s2_bands, s1_bands=s1_bands, **options)
+
+
+def _build_crt_unet_fill(s2_bands: int, s1_bands: int, terrain_bands: int, **options) -> "nn.Module":
+    from .fill_prior import FillPriorCRTUNet
+
+    return FillPriorCRTUNet(s2_bands=s2_bands, s1_bands=s1_bands, terrain_bands=terrain_bands, **options)
+
+
+def _build_dsen2cr_fill(s2_bands: int, s1_bands: int, terrain_bands: int, **options) -> "nn.Module":
+    from .fill_prior import FillPriorDSen2CR
+
+    return FillPriorDSen2CR(s2_bands=s2_bands, s1_bands=s1_bands, **options)
+
+
 def _build_sar2opt(s2_bands: int, s1_bands: int, terrain_bands: int, **options) -> "nn.Module":
     from .gan import SarToOpticalGAN
 
@@ -292,6 +310,77 @@ register_model(
         receptive_field=dsen2cr_receptive_radius,
         tiles=TileDefaults(cpu=256, cuda=512),
         weights=("dsen2cr.safetensors", "dsen2cr_nosar.safetensors"),
+    )
+)
+_FILL_NOTE = (
+    " Starts from the classic fill (GDAL FillNodata inside the cloud / shadow mask, computed first) and "
+    "learns a correction of it inside the mask: output = fill + mask x correction, clear pixels kept."
+)
+register_model(
+    ModelSpec(
+        name="crt_unet_fill",
+        title="CRT-UNet from the fill (S2 + S1 + terrain)",
+        description="CRT-UNet (Sentinel-2, Sentinel-1 and the DEM's terrain stack) refining the fill." + _FILL_NOTE
+        + " Needs a DEM; without Sentinel-1 its optical-only variant runs where one is shipped.",
+        builder=_build_crt_unet_fill,
+        default_s2_bands=S2_BANDS_10_20M,
+        default_s1_bands=S1_BANDS,
+        default_terrain_bands=TERRAIN_BANDS,
+        scaling="unit",
+        size_multiple=8,
+        reference="Boumahdi et al., IEEE JSTARS 2025 (CRT-UNet), started from GDAL FillNodata "
+                  "(topoclear.models.fill_prior)",
+        options=("widths",),
+        optical_variant=True,
+        menu_order=5,
+        receptive_field=unet_receptive_radius,
+        tiles=TileDefaults(cpu=1024, cuda=2048),
+        weights=("crt_unet_fill.safetensors",),
+        prior="fill",
+    )
+)
+register_model(
+    ModelSpec(
+        name="unet_fill",
+        title="UNet from the fill (S2 + S1)",
+        description="UNet (Sentinel-2, and Sentinel-1 where given) refining the fill." + _FILL_NOTE
+        + " Without Sentinel-1 its optical-only variant runs.",
+        builder=_build_unet_fill,
+        default_s2_bands=S2_BANDS_10_20M,
+        default_s1_bands=S1_BANDS,
+        scaling="unit",
+        size_multiple=8,
+        reference="Boumahdi et al., IEEE JSTARS 2025 (baseline UNet), started from GDAL FillNodata "
+                  "(topoclear.models.fill_prior)",
+        options=("widths",),
+        optical_variant=True,
+        menu_order=6,
+        receptive_field=unet_receptive_radius,
+        tiles=TileDefaults(cpu=1024, cuda=2048),
+        weights=("unet_fill.safetensors", "unet_fill_nosar.safetensors"),
+        prior="fill",
+    )
+)
+register_model(
+    ModelSpec(
+        name="dsen2cr_fill",
+        title="DSen2-CR from the fill (S2 + S1)",
+        description="DSen2-CR's residual blocks (Sentinel-2, and Sentinel-1 where given) refining the fill."
+        + _FILL_NOTE + " Without Sentinel-1 its optical-only variant runs.",
+        builder=_build_dsen2cr_fill,
+        default_s2_bands=S2_BANDS_10_20M,
+        default_s1_bands=S1_BANDS,
+        scaling="unit",
+        size_multiple=1,
+        reference="Meraner et al., ISPRS J. 2020 (DSen2-CR), started from GDAL FillNodata "
+                  "(topoclear.models.fill_prior)",
+        options=("features", "blocks"),
+        optical_variant=True,
+        menu_order=7,
+        receptive_field=dsen2cr_receptive_radius,
+        tiles=TileDefaults(cpu=512, cuda=1024),
+        weights=("dsen2cr_fill_nosar.safetensors",),
+        prior="fill",
     )
 )
 register_model(

@@ -107,6 +107,10 @@ class ModelSpec:
         tiles: default tile sizes per device type for whole-scene inference.
         weights: the shipped weights files of the model in ``models/weights/`` (each with its
             JSON model card, which says which inputs and bands the file serves).
+        prior: ``"fill"`` for networks that start from the classic fill
+            (:mod:`topoclear.models.fill_prior`): besides ``s2`` (and ``s1`` / ``terrain``) their
+            forward takes the keywords ``mask`` (N, 1, H, W) and ``prior`` (the fill, like ``s2``),
+            which whole-scene removal computes first; None for the others.
     """
 
     name: str
@@ -131,6 +135,7 @@ class ModelSpec:
     receptive_field: Optional[Callable[[Any], Optional[int]]] = None
     tiles: TileDefaults = TileDefaults()
     weights: Tuple[str, ...] = ()
+    prior: Optional[str] = None
 
     @property
     def needs_s1(self) -> bool:

@@ -12,11 +12,12 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink,
                        QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterDefinition,
                        QgsProcessingParameterFeatureSink,
                        QgsProcessingParameterNumber, QgsWkbTypes)
-from qgis.PyQt.QtCore import QCoreApplication, QUrl
+from qgis.PyQt.QtCore import QUrl
 from qgis.PyQt.QtGui import QIcon
 
 from ..engine.progress import Monitor
 from ..qgis_common.errors import user_message
+from ..qgis_common.i18n import tr
 from ..qgis_common.layers import LayerError, file_behind_layer
 from ..qgis_common.log import failing_run, feedback_monitor, run_starts
 from ..qgis_common.styles import style_when_loaded
@@ -33,11 +34,6 @@ GROUP_TAGS = {"terrain": ("dem", "terrain", "relief", "elevation"),
               "snow": ("snow", "sentinel-2", "let it snow", "cryosphere"),
               "clouds": ("cloud", "sentinel-2", "sentinel-1", "cloud removal", "deep learning"),
               "cloudtraining": ("training", "deep learning", "pytorch", "cloud removal")}
-
-
-def tr(text: str) -> str:
-    """``text`` in the user's language where a translation is installed (context ``TopoClear``)."""
-    return QCoreApplication.translate("TopoClear", text)
 
 
 def plain_text(html: str) -> str:

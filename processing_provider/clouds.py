@@ -1,7 +1,7 @@
 """Cloud algorithms: whole-scene cloud removal and the evaluation of a result against a reference.
 
-The algorithms declare their parameters and delegate: the model and mask choices come from the
-catalogue and the mask methods (:mod:`topoclear.qgis_common.cloud_choices`), and the parameters
+The algorithms declare their parameters and delegate: the method and mask choices come from the
+method catalogue and the mask methods (:mod:`topoclear.qgis_common.cloud_choices`), and the parameters
 become one engine request through :class:`~topoclear.qgis_common.cloud_choices.CloudChoices`,
 the adapter the Cloud removal dock uses too. PyTorch is imported only when an algorithm runs;
 without it the algorithms are listed but ``canExecute()`` says how to install it.
@@ -19,6 +19,7 @@ from qgis.PyQt.QtCore import QVariant
 
 from ..qgis_common.cloud_choices import (AMP_CHOICES, BLEND_CHOICES, COVERAGE_CHOICES, S1_UNIT_CHOICES, CloudChoices,
                                         keys, mask_choices, model_choices, model_help, terrain_models)
+from ..engine.clouds.methods.fill import DEFAULT_DISTANCE, DEFAULT_SMOOTHING, MAX_DISTANCE, MAX_SMOOTHING
 from .base import TorchAlgorithm
 
 
@@ -43,12 +44,19 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
     DISPLAY = "Remove clouds (Sentinel-2 + Sentinel-1 + DEM)"
 
     def shortHelpString(self):  # noqa: N802
+        from ..engine.clouds.observed import legend
+
         return (
-            "<p>Rebuilds a cloud-free Sentinel-2 image of the <b>whole scene</b> with a deep network, helped by a "
-            "Sentinel-1 radar acquisition of (nearly) the same date and by the terrain of a DEM.</p>"
-            "<p><b>Models</b>:" + model_help() + "Without a Sentinel-1 layer the optical-only variant of the "
-            "model (trained without SAR) is chosen automatically and the log says so; models that need terrain "
-            "require a DEM.</p>"
+            "<p>Rebuilds a cloud-free Sentinel-2 image of the <b>whole scene</b>: by the fill from the surroundings "
+            "or a deep network, helped by a Sentinel-1 radar acquisition of (nearly) the same date and by the "
+            "terrain of a DEM where given.</p>"
+            "<p><b>Method</b> (default <i>Automatic</i>: for the inputs given, the method whose shipped card records "
+            "the best held-out score, the fill included; the log says which and why):" + model_help() +
+            "Without a Sentinel-1 layer the optical-only variant of a network (trained without SAR) runs and the log "
+            "says so; models that need terrain require a DEM. <i>Fill search distance</i> and <i>smoothing "
+            "iterations</i> set the fill (GDAL FillNodata), which the networks 'from the fill' start from; the scene "
+            "is filled in windows with a halo as wide as the search distance, so the result does not depend on the "
+            "windows.</p>"
             "<p><b>Sentinel-2</b>: a band stack (13-band L1C, 12-band L2A, 10-band; named bands win), one band file "
             "of a product whose bands are separate files, or a product folder (.SAFE). <i>Band order</i> (advanced) "
             "overrides the detection, e.g. <tt>B2,B3,B4,B8</tt>. 20 m bands of separate files are brought to 10 m "
@@ -58,8 +66,14 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
             "terrain stack (elevation, slope, aspect, hillshade) is derived from the DEM on the fly, the hillshade "
             "lit by the scene's sun when its metadata (MTD_TL.xml or .SAFE) is given. A layer that does not cover "
             "the scene is an error; partial coverage is refused or filled, as chosen.</p>"
-            "<p><b>Cloud mask</b>: an SCL band, a mask raster, or computed with the DSen2-CR rules. With <i>keep "
-            "clear pixels</i>, every pixel the mask calls clear is copied from the input unchanged.</p>"
+            "<p><b>Cloud mask</b> (the same engine as <i>Cloud and shadow mask</i>): <i>Automatic</i> takes the "
+            "mask raster when one is given (as SCL when its name says SCL), else the product's SCL band, else the "
+            "pretrained detector (ukis-csmask; it keeps snow and bright ground clear), else the DSen2-CR rules on "
+            "Level-1C bands; the log says which and why. A mask raster is read as 0 clear, 2 shadow, other values "
+            "cloud, its nodata no data, so the output of <i>Cloud and shadow mask</i> can be given as it is. "
+            "The detector needs onnxruntime and ukis-csmask (Plugins &gt; TopoClear &gt; Install dependencies...). "
+            "With <i>keep clear pixels</i>, every pixel the mask calls clear is copied from the input "
+            "unchanged.</p>"
             "<p><b>Weights</b>: empty = the weights shipped with the plugin (models/weights); or a .safetensors file "
             "with its .json model card, which must match the model and the bands.</p>"
             "<p><b>Device</b>: <tt>auto</tt> (first CUDA GPU, else CPU), <tt>cpu</tt>, <tt>cuda</tt> or "
@@ -67,7 +81,9 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
             "the model's defaults, which make the result independent of the tiling); on GPU out-of-memory the batch, "
             "then the tile, shrink automatically.</p>"
             "<p><b>Output</b>: a GeoTIFF with the bands, grid, data type and nodata of the input; bands the model "
-            "does not predict are copied; band descriptions say which is which.</p>")
+            "does not predict are copied; band descriptions say which is which. <b>What was observed</b> "
+            "(<tt>OBSERVED</tt>, default <tt>&lt;output&gt;_observed.tif</tt>): one byte per pixel, " + legend() +
+            ". The log warns when a large share of the scene had no information.</p>")
 
     def initAlgorithm(self, config=None):  # noqa: N802
         models, masks = model_choices(), mask_choices("removal")
@@ -83,7 +99,13 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
             fileFilter="Sentinel-2 metadata (MTD_TL.xml MTD_MSIL1C.xml MTD_MSIL2A.xml);;All files (*)"))
         self.addParameter(QgsProcessingParameterRasterLayer("CLOUD_MASK", "Cloud mask raster", optional=True))
         self.addParameter(QgsProcessingParameterEnum("MASK_TYPE", "Cloud mask", _labels(masks, True), defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum("MODEL", "Model", _labels(models), defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum("MODEL", "Method", _labels(models), defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber(
+            "FILL_DISTANCE", "Fill search distance (px; GDAL FillNodata max distance)",
+            QgsProcessingParameterNumber.Integer, DEFAULT_DISTANCE, False, 1, MAX_DISTANCE))
+        self.addParameter(QgsProcessingParameterNumber(
+            "FILL_SMOOTHING", "Fill smoothing iterations (3 x 3 passes over the filled pixels)",
+            QgsProcessingParameterNumber.Integer, DEFAULT_SMOOTHING, False, 0, MAX_SMOOTHING))
         self.addParameter(QgsProcessingParameterFile(
             "WEIGHTS", "Weights file (default: the shipped weights)", optional=True,
             fileFilter="Model weights (*.safetensors);;All files (*)"))
@@ -95,10 +117,15 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
                                                      _labels(COVERAGE_CHOICES), defaultValue=0))
         self._add_reading_parameters()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Cloud-free image"))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "OBSERVED", "What was observed (codes; default: <output>_observed.tif)", optional=True,
+            createByDefault=False))
         self.addOutput(QgsProcessingOutputString("DEVICE_USED", "Device used"))
         self.addOutput(QgsProcessingOutputString("MODEL_USED", "Model used"))
         self.addOutput(QgsProcessingOutputNumber("CLOUD_PERCENT", "Cloud/shadow (% of the valid pixels)"))
         self.addOutput(QgsProcessingOutputNumber("SECONDS", "Run time (s)"))
+        self.addOutput(QgsProcessingOutputNumber("NO_INFORMATION_PERCENT",
+                                                 "No information (% of the valid pixels)"))
 
     def _add_tiling_parameters(self) -> None:
         self.addParameter(QgsProcessingParameterNumber("TILE_SIZE", "Tile size (px; 0 = the model's default)",
@@ -144,7 +171,16 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
             s1_bands=self.parameterAsString(parameters, "S1_BANDS", context),
             s1_units=enum("S1_UNITS", keys(S1_UNIT_CHOICES)),
             dem_band=self.parameterAsInt(parameters, "DEM_BAND", context), blend=enum("BLEND", keys(BLEND_CHOICES)),
-            amp=enum("AMP", keys(AMP_CHOICES)), output=self.parameterAsOutputLayer(parameters, "OUTPUT", context))
+            amp=enum("AMP", keys(AMP_CHOICES)), output=self.parameterAsOutputLayer(parameters, "OUTPUT", context),
+            fill_distance=self.parameterAsInt(parameters, "FILL_DISTANCE", context),
+            fill_smoothing=self.parameterAsInt(parameters, "FILL_SMOOTHING", context),
+            observed=self._observed(parameters, context))
+
+    def _observed(self, parameters, context) -> str:
+        value = parameters.get("OBSERVED")
+        if value is None or value == "" or (isinstance(value, str) and value.upper() == "SKIP"):
+            return ""
+        return self.parameterAsOutputLayer(parameters, "OBSERVED", context) or ""
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..engine.clouds.removal import run_cloud_removal
@@ -156,9 +192,15 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
         report = self.run_engine(lambda: run_cloud_removal(request, self.monitor(feedback)), feedback)
         for line in report.summary().splitlines():
             feedback.pushInfo(line)
+        if report.no_information_warning:
+            feedback.reportError(report.no_information_warning, fatalError=False)
         self.style_output(context, request.output, "sentinel2")
-        return {"OUTPUT": request.output, "DEVICE_USED": report.device, "MODEL_USED": report.model,
-                "CLOUD_PERCENT": report.cloud_percent, "SECONDS": report.seconds}
+        if report.observed:
+            self.style_output(context, report.observed, "observed")
+        counts = report.observed_counts
+        return {"OUTPUT": request.output, "OBSERVED": report.observed, "DEVICE_USED": report.device,
+                "MODEL_USED": report.model, "CLOUD_PERCENT": report.cloud_percent, "SECONDS": report.seconds,
+                "NO_INFORMATION_PERCENT": 100.0 * counts.share(5) if counts is not None else None}
 
 
 class EvaluateAlgorithm(CloudAlgorithm):
@@ -177,7 +219,10 @@ class EvaluateAlgorithm(CloudAlgorithm):
             "fraction, PSNR inside and outside the mask, MAE and SAM inside the mask (reconstruction); with the "
             "cloudy input too: MAE and SAM against the cloudy input on clear pixels (reproduction).</p>"
             "<p><b>Cloud mask values</b>: <i>Automatic</i> reads the mask as SCL (classes 3, 8, 9, 10) when its file "
-            "name says SCL, else non-zero = cloud or shadow.</p>"
+            "name says SCL, else as 0 clear, 2 shadow, other values cloud and its nodata no data (the output of "
+            "<i>Cloud and shadow mask</i> reads as written); without a mask raster it computes the mask from the "
+            "cloudy input (its SCL band, else the pretrained detector, else the DSen2-CR rules). <i>Pretrained "
+            "detector</i> always computes it from the cloudy input.</p>"
             "<p><b>Outputs</b>: a table (metric, region, value, unit) and an HTML report with the cloudy, predicted "
             "and reference quick-looks side by side (true colour, same stretch).</p>")
 

@@ -6,9 +6,12 @@ import os
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .cloudmask import CloudMaskAlgorithm
 from .clouds import EvaluateAlgorithm, RemoveCloudsAlgorithm
+from .clouds_timeseries import RemoveCloudsTimeSeriesAlgorithm
 from .dataset import BuildDatasetAlgorithm
 from .snow import NdsiAlgorithm, SnowMapAlgorithm, SnowStatsAlgorithm
+from .snowseries import SnowSeriesAlgorithm
 from .terrain import AspectAlgorithm, HillshadeAlgorithm, SlopeAlgorithm, TerrainStackAlgorithm
 from .training import TrainModelAlgorithm
 
@@ -18,8 +21,9 @@ ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "ui", "icon
 def algorithm_classes():
     """Every algorithm of the provider, in toolbox order."""
     return [SlopeAlgorithm, AspectAlgorithm, HillshadeAlgorithm, TerrainStackAlgorithm,
-            NdsiAlgorithm, SnowMapAlgorithm, SnowStatsAlgorithm, BuildDatasetAlgorithm, TrainModelAlgorithm,
-            RemoveCloudsAlgorithm, EvaluateAlgorithm]
+            NdsiAlgorithm, SnowMapAlgorithm, SnowStatsAlgorithm, SnowSeriesAlgorithm,
+            BuildDatasetAlgorithm, TrainModelAlgorithm,
+            CloudMaskAlgorithm, RemoveCloudsAlgorithm, RemoveCloudsTimeSeriesAlgorithm, EvaluateAlgorithm]
 
 
 class TopoClearProvider(QgsProcessingProvider):

@@ -2,8 +2,10 @@
 offer, and :class:`CloudChoices`, the one adapter from what was chosen to a
 :class:`~topoclear.engine.clouds.request.CloudRemovalRequest`.
 
-Models come from the catalogue (:func:`topoclear.models.registry.removal_models`), cloud-mask
-methods from :mod:`topoclear.engine.clouds.masks.kinds`; the other choices are defined here once.
+Methods come from the one catalogue of single-image cloud removal
+(:func:`topoclear.engine.clouds.methods.catalogue.removal_methods`: automatic, the fill, the
+networks of :func:`topoclear.models.registry.removal_models`), cloud-mask methods from
+:mod:`topoclear.engine.clouds.masks.kinds`; the other choices are defined here once.
 Layers are turned into their files by :func:`~topoclear.qgis_common.layers.file_behind_layer`.
 Errors are :class:`ChoiceError`, naming the parameter at fault. No ``qgis`` import is needed here.
 """
@@ -15,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..engine.errors import InputError
 from ..engine.clouds.masks.kinds import MaskMethod, mask_method, mask_methods
+from ..engine.clouds.methods.fill import DEFAULT_DISTANCE, DEFAULT_SMOOTHING, FillParameters
 from ..engine.clouds.request import CloudRemovalRequest, InferenceOptions
 from .layers import LayerError, file_behind_layer
 
@@ -55,37 +58,55 @@ AMP_CHOICES = (Choice("auto", "Automatic (CUDA: float16 when within tolerance of
 
 
 def model_choices(has_s1: Optional[bool] = None, has_dem: Optional[bool] = None) -> List[Choice]:
-    """The models whole-scene cloud removal offers, in menu order; with ``has_s1`` / ``has_dem``
-    given, only those that can run on such inputs (terrain models need a DEM, models without an
-    optical-only variant need Sentinel-1)."""
-    from ..models.registry import removal_models
+    """The methods single-image cloud removal offers (automatic, the fill, the networks), in menu order; with
+    ``has_s1`` / ``has_dem`` given, only those that can run on such inputs (terrain models need a DEM, models
+    without an optical-only variant need Sentinel-1)."""
+    from ..engine.clouds.methods.catalogue import removal_methods
 
-    specs = removal_models()
-    if has_s1 is not None or has_dem is not None:
-        specs = [s for s in specs if s.runs_with(bool(has_s1), bool(has_dem))]
-    return [Choice(s.name, s.title, s.description) for s in specs]
+    return [Choice(m.key, m.title, m.description) for m in removal_methods(has_s1, has_dem)]
+
+
+def _needs(method) -> str:
+    from ..engine.clouds.weights import describe_needs
+
+    if method.kind != "network":
+        return "Sentinel-2 and a cloud mask" + (" (and whatever the chosen method reads)"
+                                                 if method.kind == "automatic" else "")
+    try:
+        return describe_needs(method.key)
+    except InputError:  # an unreadable model card: the spec's own bands
+        return method.spec.describe_needs()
 
 
 def model_help() -> str:
-    """An HTML list of the models and what each needs (the bands of its shipped weights)."""
-    from ..engine.clouds.weights import describe_needs
-    from ..models.registry import removal_models
+    """An HTML list of the methods and what each needs (the bands of a network's shipped weights)."""
+    from ..engine.clouds.methods.catalogue import removal_methods
 
-    items = []
-    for spec in removal_models():
-        try:
-            needs = describe_needs(spec.name)
-        except InputError:  # an unreadable model card: the spec's own bands
-            needs = spec.describe_needs()
-        items.append(f"<li><b>{spec.title}</b> ({spec.name}): needs {needs}</li>")
+    items = [f"<li><b>{m.title}</b> ({m.key}): needs {_needs(m)}</li>" for m in removal_methods()]
     return "<ul>" + "".join(items) + "</ul>"
 
 
-def model_info(model: str, has_s1: bool) -> str:
-    """What the chosen model needs and which shipped weights will run, for the dock."""
+def automatic_info(has_s1: bool, has_dem: bool) -> str:
+    """What automatic will run for these inputs, and why (the held-out scores), for the dock."""
+    from ..engine.clouds.methods.selection import choose_automatic
+
+    try:
+        return " ".join(choose_automatic(has_s1, has_dem).notes)
+    except InputError as exc:
+        return f"The shipped cards cannot be read: {exc}"
+
+
+def model_info(model: str, has_s1: bool, has_dem: bool = False) -> str:
+    """What the chosen method needs and what will run, for the dock."""
+    from ..engine.clouds.methods.catalogue import get_method
     from ..engine.clouds.weights import describe_needs, shipped_weights
     from ..models.registry import get_spec
 
+    method = get_method(model)
+    if method.kind == "automatic":
+        return automatic_info(has_s1, has_dem)
+    if method.kind == "classic":
+        return f"Needs: {_needs(method)}. {method.description}"
     spec = get_spec(model)
     try:
         text = f"Needs: {describe_needs(model)}."
@@ -107,13 +128,22 @@ def terrain_models() -> str:
 
 
 def mask_choices(consumer: str = "removal") -> List[Choice]:
-    """The cloud-mask methods ``consumer`` (``"removal"``, ``"evaluate"``) offers, in menu order."""
+    """The cloud-mask methods ``consumer`` (``"removal"``, ``"evaluate"``, ``"cloudmask"``) offers, in menu
+    order."""
     return [Choice(m.key, m.title, m.description) for m in mask_methods(consumer)]
 
 
-def mask_reads_raster(key: str) -> bool:
+def mask_reads_raster(key: str, consumer: str = "removal") -> bool:
     """Whether the cloud-mask method ``key`` reads the mask raster the user gives."""
-    return any(m.key == key and m.uses_raster for m in mask_methods("removal"))
+    return any(m.key == key and m.uses_raster for m in mask_methods(consumer))
+
+
+#: The detector's model level (the cloud mask tool): automatic from the product, or forced.
+LEVEL_CHOICES = (
+    Choice(None, "Automatic (product metadata or name, SCL band, B10 = Level-1C, 12-band stack = Level-2A)"),
+    Choice("l1c", "Level-1C model (top-of-atmosphere reflectance)"),
+    Choice("l2a", "Level-2A model (surface reflectance)"),
+)
 
 
 def keys(choices: Sequence[Choice]) -> List[Any]:
@@ -179,7 +209,10 @@ class CloudChoices:
     metadata: str = ""                   # METADATA
     mask: Any = None                     # CLOUD_MASK
     mask_method: str = "auto"            # MASK_TYPE
-    model: Optional[str] = None          # MODEL
+    model: Optional[str] = "auto"        # MODEL
+    fill_distance: int = DEFAULT_DISTANCE    # FILL_DISTANCE
+    fill_smoothing: int = DEFAULT_SMOOTHING  # FILL_SMOOTHING
+    observed: str = ""                   # OBSERVED
     weights: str = ""                    # WEIGHTS
     device: str = "auto"                 # DEVICE
     tile_size: int = 0                   # TILE_SIZE
@@ -230,10 +263,17 @@ class CloudChoices:
         if not s2:
             raise self._error("INPUT", "choose a Sentinel-2 layer or a product folder")
         if not self.model:
-            raise self._error("MODEL", "no model fits the inputs: add a Sentinel-1 layer or a DEM")
+            raise self._error("MODEL", "no method fits the inputs: add a Sentinel-1 layer or a DEM")
         output = str(self.output or "")
         if not output.lower().endswith((".tif", ".tiff")):
             raise self._error("OUTPUT", f"the cloud-free image is written as GeoTIFF; got {output or 'nothing'}")
+        observed = str(self.observed or "")
+        if observed and not observed.lower().endswith((".tif", ".tiff")):
+            raise self._error("OBSERVED", f"the observed codes are written as GeoTIFF; got {observed}")
+        try:
+            fill = FillParameters(int(self.fill_distance), int(self.fill_smoothing))
+        except InputError as exc:
+            raise self._error("FILL_DISTANCE", str(exc)) from None
         method = self.mask_choice()
         mask = self._file("CLOUD_MASK", self.mask) if method.uses_raster else None
         if method.key in ("scl", "raster") and mask is None:
@@ -245,7 +285,7 @@ class CloudChoices:
             metadata=self.metadata or None,
             s2_overrides=parse_band_list(self.bands, self._name("BANDS")) if str(self.bands).strip() else None,
             s1_bands=parse_s1_bands(self.s1_bands, self._name("S1_BANDS")), s1_units=self.s1_units,
-            dem_band=int(self.dem_band or 1), options=self.options())
+            dem_band=int(self.dem_band or 1), options=self.options(), fill=fill, observed=observed or None)
 
     def options(self) -> InferenceOptions:
         return InferenceOptions(

@@ -2,7 +2,7 @@
 Processing feedback or a dock's log box, through an engine :class:`~topoclear.engine.progress.Monitor`."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 from qgis.core import Qgis, QgsApplication, QgsMessageLog
 
@@ -13,6 +13,19 @@ TAG = "TopoClear"
 
 def log_info(text: str) -> None:
     QgsMessageLog.logMessage(text, TAG, Qgis.Info)
+
+
+_LOGGED_ONCE: Dict[str, str] = {}
+
+
+def log_info_once(key: str, text: str) -> bool:
+    """``text`` to the message log unless it is what was last logged under ``key`` (a state reported once,
+    and again when it changes, such as the device the docks run on); whether it was logged."""
+    if _LOGGED_ONCE.get(key) == text:
+        return False
+    _LOGGED_ONCE[key] = text
+    log_info(text)
+    return True
 
 
 def log_warning(text: str) -> None:

@@ -148,6 +148,18 @@ def style_cloudmask(layer) -> None:
     layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
 
 
+def style_observed(layer) -> None:
+    """The observed codes of a cloud-removal output (:mod:`topoclear.engine.clouds.observed`), one colour each."""
+    from ..engine.clouds.observed import CODES, NODATA
+
+    classes = []
+    for code, (label, _, rgb) in CODES.items():
+        if code == NODATA:
+            continue
+        classes.append(QgsPalettedRasterRenderer.Class(code, QColor(*rgb), f"{label} ({code})"))
+    layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
+
+
 #: How each band of a snow cover duration GeoTIFF (:mod:`topoclear.engine.snow.duration`) is drawn: (band,
 #: style name, colours, what the values are). Each band is one named style of the layer (its Styles menu).
 DURATION_STYLES = (
@@ -219,6 +231,7 @@ STYLES = {
     "sentinel2": style_sentinel2,
     "snow_duration": style_snow_duration,
     "cloudmask": style_cloudmask,
+    "observed": style_observed,
 }
 
 

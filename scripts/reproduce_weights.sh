@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Rebuild the shipped cloud-removal weights and every number in their model cards:
-# training data from ../shared/data (seed 0), the five default recipes, then the held-out
-# evaluation against the baselines (model cards, models/weights/README.md, benchmarks/RESULTS.md).
-# About 45 to 90 minutes on 2 CPU cores, depending on the CPU. Extra arguments go to the training script (e.g. --device cuda).
+# Rebuild the shipped cloud-removal weights and every number in their cards:
+# training data from ../shared/data (seed 0: real pairs split by scene, real cloud shapes on real clear
+# images and on the real S1 + S2 + DEM tiles, semi-synthetic terrain scenes), the default recipes
+# (the networks that start from the fill), then the held-out evaluation of every shipped method and the
+# fill (cards, models/weights/fill.json, models/weights/README.md, benchmarks/RESULTS.md).
+# About 1.5 hours on 2 CPU cores shared with other work (resumes from build/checkpoints when stopped).
+# Extra arguments go to the training script (e.g. --device cuda, --threads 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python

@@ -379,3 +379,28 @@ def test_loss_without_vgg_is_l1_plus_ssim_and_says_so():
     g = torch.Generator().manual_seed(0)
     pred, target = torch.rand(2, 13, 16, 16, generator=g), torch.rand(2, 13, 16, 16, generator=g)
     assert torch.isclose(loss_fn(pred, target), 2 * l1_loss(pred, target) + ssim_loss(pred, target))
+
+
+# ------------------------------------------------------------------------------------------------
+# shipped weights
+# ------------------------------------------------------------------------------------------------
+def test_shipped_weights_are_the_optical_only_compact_variant_and_say_so():
+    from topoclear.engine import checkpoints
+    from topoclear.engine.clouds.weights import WEIGHTS_DIR
+
+    path = pathlib.Path(WEIGHTS_DIR) / "ca_mtcr_nosar.safetensors"
+    if not path.is_file():
+        pytest.skip("no shipped CA-MTCR weights")
+    model, card = checkpoints.load_model(path, expect_model="ca_mtcr")
+    layout = model.input_layout
+    assert layout.s1 == () and layout.inputs == ("s2",) and model.sar_encoder is None
+    assert card["weights"]["dtype"] == "float16"
+    assert model.optical_encoder is not None and len(model.optical_encoder.blocks) == 9  # L = 9 as in the paper
+    text = str(card["description"]) + str(card["training"])
+    assert "(1 - SSIM)" in text and "VGG16" in text and "no real Sentinel-1 time series" in text
+    held = card["metrics"]["held_out"]["real_series"]
+    assert {"1", "2", "4", "all"} <= set(held["by_auxiliary_dates"])
+    # a forward pass with any number of dates
+    x = torch.rand(1, 3, len(layout.s2), 32, 32)
+    with torch.no_grad():
+        assert model(x, mask=torch.zeros(1, 3, 1, 32, 32)).shape == (1, len(layout.output), 32, 32)

@@ -23,7 +23,9 @@ from topoclear.models.registry import (ModelSpec, TileDefaults, get_spec, list_m
                                        training_models, unregister_model)
 
 S2 = ("sen12ms-cr", "s2_cloudy", "ROIs1868_summer_s2_cloudy_19_p30.tif")
-MENU = ["crt_unet", "unet", "dsen2cr", "cr_gan", "sar2opt_gan"]
+MENU = ["crt_unet_fill", "unet_fill", "dsen2cr_fill", "crt_unet", "unet", "dsen2cr", "cr_gan", "sar2opt_gan"]
+#: The removeclouds method menu: automatic and the fill, then the networks.
+METHODS = ["auto", "fill"] + MENU
 
 
 class ToyCorrection(nn.Module):
@@ -65,7 +67,8 @@ def test_the_catalogue_holds_each_models_facts():
     assert "ca_mtcr" in list_models() and "ca_mtcr" not in [s.name for s in training_models()]
     assert get_spec("crt_unet").tiles.for_device("cuda") == 2048 and get_spec("dsen2cr").tiles.for_device("cpu") == 256
     assert get_spec("dsen2cr").weights == ("dsen2cr.safetensors", "dsen2cr_nosar.safetensors")
-    assert [get_spec(n).optical_variant for n in MENU] == [True, True, True, True, False]
+    assert [get_spec(n).optical_variant for n in MENU] == [True] * 7 + [False]
+    assert [get_spec(n).prior for n in MENU] == ["fill"] * 3 + [None] * 5
     assert not get_spec("crt_unet").runs_with(has_s1=True, has_dem=False)
     assert get_spec("unet").runs_with(has_s1=False, has_dem=False)
     assert not get_spec("sar2opt_gan").runs_with(has_s1=False, has_dem=True)
@@ -87,7 +90,9 @@ def test_removeclouds_offers_and_runs_a_registered_model(toy, topoclear_provider
 
     alg = topoclear_provider.algorithm("removeclouds").create()  # created after the registration
     options = alg.parameterDefinition("MODEL").options()
-    assert options == [get_spec(n).title for n in MENU] + [toy.title]
+    from topoclear.engine.clouds.methods.catalogue import get_method
+
+    assert options == [get_method(n).title for n in METHODS] + [toy.title]
     assert f"({toy.name}): needs Sentinel-2 (4 bands: B2, B3, B4, B8)" in alg.shortHelpString()
 
     torch.manual_seed(0)
@@ -105,7 +110,7 @@ def test_removeclouds_offers_and_runs_a_registered_model(toy, topoclear_provider
 
     unregister_model(toy.name)
     fresh = topoclear_provider.algorithm("removeclouds").create()
-    assert fresh.parameterDefinition("MODEL").options() == [get_spec(n).title for n in MENU]
+    assert fresh.parameterDefinition("MODEL").options() == [get_method(n).title for n in METHODS]
 
 
 def test_trainmodel_offers_a_registered_model(toy, topoclear_provider):
@@ -132,7 +137,8 @@ def test_the_cloud_dock_offers_a_registered_model(dock, toy):
     dock.s1_combo.setLayer(None)
     dock.dem_combo.setLayer(None)
     offered = [dock.model_combo.itemData(i) for i in range(dock.model_combo.count())]
-    assert offered == ["unet", "dsen2cr", "cr_gan", toy.name]  # no DEM, no Sentinel-1: what can run
+    assert offered == ["auto", "fill", "unet_fill", "dsen2cr_fill", "unet", "dsen2cr", "cr_gan", toy.name]  # no DEM, no S1
+    assert dock.model_combo.currentData() == "auto"  # the default
     assert dock.model_combo.itemText(offered.index(toy.name)) == toy.title
     dock.model_combo.setCurrentIndex(dock.model_combo.findData(toy.name))
     assert dock.model_info.text().startswith("Needs: Sentinel-2 (4 bands: B2, B3, B4, B8).")

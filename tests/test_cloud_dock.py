@@ -136,3 +136,20 @@ def test_dock_cancel_leaves_nothing_and_errors_are_shown(dock, qgis_iface, weigh
     ok, message = wait_for(dock.runFinished)
     assert not ok and "trained with Sentinel-1" in message
     del image, radar
+
+
+def test_dock_fits_300_px(dock, qgis_iface):
+    """At the default dock width every control is reachable by scrolling vertically only, and the device
+    line is shown once the dock is up."""
+    from qgis.core import QgsApplication
+
+    from test_snow_dock import BIG_TUJUNGA, TRIPLET, _add_layers, assert_fits_width
+
+    _add_layers(BIG_TUJUNGA, ((TRIPLET[0], "S2L2A", TRIPLET[2]), "TerraMind S2L2A 282D_485L_3_3 (Sentinel-2 L2A)"),
+                ((TRIPLET[0], "S1RTC", TRIPLET[2]), "TerraMind S1RTC 282D_485L_3_3 (Sentinel-1 RTC)"))
+    assert_fits_width(dock, qgis_iface, 300)
+    for _ in range(5):
+        QgsApplication.processEvents()
+    line = dock.runs_on_label.text()
+    assert line.startswith("Runs on: ") and "PyTorch" in line and "checking" not in line
+    assert "PyTorch" in dock.runs_on_label.toolTip()

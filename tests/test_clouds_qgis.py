@@ -22,7 +22,9 @@ from topoclear.models import build_model
 
 S2 = ("sen12ms-cr", "s2_cloudy", "ROIs1868_summer_s2_cloudy_19_p30.tif")
 S1 = ("sen12ms-cr", "s1", "ROIs1868_summer_s1_19_p30.tif")
-MODEL_INDEX = {"crt_unet": 0, "unet": 1, "dsen2cr": 2, "cr_gan": 3, "sar2opt_gan": 4}
+MODEL_INDEX = {key: i for i, key in enumerate(
+    ["auto", "fill", "crt_unet_fill", "unet_fill", "dsen2cr_fill", "crt_unet", "unet", "dsen2cr", "cr_gan",
+     "sar2opt_gan"])}
 
 
 def save(path, model, **options):
@@ -59,7 +61,7 @@ def test_remove_clouds_from_the_toolbox(run_alg, weights, tmp_path):
     assert result["OUTPUT"] == str(out) and result["DEVICE_USED"].startswith("cpu")
     assert result["MODEL_USED"].startswith("DSen2-CR") and 0 < result["CLOUD_PERCENT"] < 100
     text = "\n".join(log)
-    assert "Device: cpu" in text and "DSen2-CR rules" in text and "Tiling:" in text
+    assert "Device: cpu" in text and "Cloud mask: Automatic -> " in text and "Tiling:" in text
     with rasterio.open(out) as o, rasterio.open(s2) as i:
         assert (o.count, o.dtypes, o.crs, o.transform) == (i.count, i.dtypes, i.crs, i.transform)
         assert o.descriptions[1] == "B2, cloud removed (dsen2cr)"
@@ -155,9 +157,14 @@ def test_choices_become_one_request_and_errors_name_the_parameter(topoclear_prov
     with pytest.raises(ChoiceError, match=r"^Sentinel-2 \(cloudy\): choose a Sentinel-2 layer"):
         replace(choices, s2=None, names={"INPUT": "Sentinel-2 (cloudy)"}).request()
 
-    # the toolbox's choices are the catalogue's models and the mask methods, in their order
+    # the toolbox's choices are the method catalogue (automatic, the fill, the networks) and the mask methods
+    from topoclear.engine.clouds.methods.catalogue import removal_methods
+
     alg = topoclear_provider.algorithm("removeclouds").create()
-    assert alg.parameterDefinition("MODEL").options() == [spec.title for spec in removal_models()]
+    assert alg.parameterDefinition("MODEL").options() == [m.title for m in removal_methods()]
+    assert [m.key for m in removal_methods()] == list(MODEL_INDEX)
+    assert alg.parameterDefinition("MODEL").defaultValue() == 0  # automatic
+    assert [spec.name for spec in removal_models()] == list(MODEL_INDEX)[2:]
     assert [o.split(":")[0] for o in alg.parameterDefinition("MASK_TYPE").options()] == [
         m.title for m in mask_methods("removal")]
     evaluate = topoclear_provider.algorithm("evaluate").create()

@@ -37,7 +37,11 @@ def random_inputs(model: nn.Module, size: int = TILE, batch: int = 1, seed: int 
     """Random tensors for every input a registry-built model needs."""
     gen = torch.Generator().manual_seed(seed)
     layout = model.input_layout
-    return {name: torch.rand(batch, len(layout.bands(name)), size, size, generator=gen) for name in layout.inputs}
+    out = {name: torch.rand(batch, len(layout.bands(name)), size, size, generator=gen) for name in layout.inputs}
+    if get_spec(model.spec_name).prior == "fill":  # networks that start from the fill: its mask and the fill
+        out["mask"] = (torch.rand(batch, 1, size, size, generator=gen) > 0.5).float()
+        out["prior"] = torch.rand(batch, len(layout.s2), size, size, generator=gen)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -237,6 +241,22 @@ def test_variants_without_sar_build_and_run(name):
     with torch.no_grad():
         out = model(**inputs)
     assert out.shape == (1, 4, 32, 32)
+
+
+def test_the_fill_prior_variants_leave_the_papers_configurations_as_they_are():
+    """unet_fill / crt_unet_fill / dsen2cr_fill are separate specs: the papers' networks keep their counts."""
+    assert count_parameters(build_model("dsen2cr", s2_bands=10, s1_bands=2)) == 18_933_514
+    fill = build_model("unet_fill", s2_bands=10, s1_bands=0)
+    assert fill.backbone.encoder[0][0].in_channels == 21  # cloudy + fill + mask
+    assert fill.backbone.head.out_channels == 10 and fill.widths == (16, 32, 64, 128)
+    assert get_spec("unet_fill").receptive_radius(fill) == 51
+    crt = build_model("crt_unet_fill", s2_bands=10, s1_bands=2, terrain_bands=4)
+    assert crt.backbone.encoder[1][0].in_channels == 16 + 4
+    dsen = build_model("dsen2cr_fill", s2_bands=10, s1_bands=2)
+    assert dsen.backbone.head[0].in_channels == 23 and not dsen.backbone.long_skip
+    assert get_spec("dsen2cr_fill").receptive_radius(dsen) == 18
+    with pytest.raises(ValueError, match="levels"):
+        build_model("unet_fill", widths=[8, 16, 32, 64, 128])
 
 
 def test_dsen2cr_without_sar_has_fewer_input_weights():

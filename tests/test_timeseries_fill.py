@@ -257,8 +257,8 @@ def test_bad_inputs_and_cancellation():
         timeseries_fill(truth, mask[:10], TARGET_DATE, [ok])
     with pytest.raises(InputError, match="date"):
         timeseries_fill(truth, mask, "June the 15th", [ok])
-    with pytest.raises(InputError, match="at most 253"):
-        timeseries_fill(truth, mask, TARGET_DATE, [ok] * 254)
+    with pytest.raises(InputError, match="at most 252"):
+        timeseries_fill(truth, mask, TARGET_DATE, [ok] * 253)
     with pytest.raises(InputError, match="halo"):
         timeseries_fill(truth, mask, TARGET_DATE, [ok], halo=64)
     with pytest.raises(Cancelled):

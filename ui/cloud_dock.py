@@ -9,6 +9,7 @@ from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QVBoxLayout, QWidget
 
+from ..engine.clouds.methods.fill import DEFAULT_DISTANCE, DEFAULT_SMOOTHING, MAX_DISTANCE, MAX_SMOOTHING
 from ..qgis_common.cloud_choices import (COVERAGE_CHOICES, CloudChoices, mask_choices, mask_reads_raster,
                                         model_choices, model_info)
 from ..qgis_common.errors import user_message
@@ -18,7 +19,9 @@ from .task_dock import TaskDock, raster_combo
 
 #: How the dock names each removeclouds parameter in its messages (its form labels).
 LABELS = {"INPUT": "Sentinel-2 (cloudy)", "S1": "Sentinel-1 (VV, VH)", "DEM": "DEM", "METADATA": "Sun from metadata",
-          "MASK_TYPE": "Cloud mask", "CLOUD_MASK": "Mask raster", "MODEL": "Model", "WEIGHTS": "Weights",
+          "MASK_TYPE": "Cloud mask", "CLOUD_MASK": "Mask raster", "MODEL": "Method", "WEIGHTS": "Weights",
+          "FILL_DISTANCE": "Fill search distance (px)", "FILL_SMOOTHING": "Fill smoothing passes",
+          "OBSERVED": "What was observed",
           "DEVICE": "Device", "TILE_SIZE": "Tile size (px)", "OVERLAP": "Overlap (px)",
           "BATCH_SIZE": "Tiles per batch", "COVERAGE": "Coverage", "OUTPUT": "Cloud-free image"}
 
@@ -53,9 +56,10 @@ def _cuda_devices() -> List[tuple]:
 
 
 class CloudDock(TaskDock):
-    """Pick the Sentinel-2 layer (and Sentinel-1, DEM, cloud mask), the model and the device, and run.
+    """Pick the Sentinel-2 layer (and Sentinel-1, DEM, cloud mask), the method and the device, and run.
 
-    The models offered are the catalogue's that can run on the chosen inputs; the widgets' values
+    The methods offered are the catalogue's that can run on the chosen inputs (Automatic first, the
+    default: the info line says what it will run for these inputs and why); the widgets' values
     become the engine request through :class:`~topoclear.qgis_common.cloud_choices.CloudChoices`,
     as the removeclouds algorithm's parameters do.
 
@@ -98,6 +102,17 @@ class CloudDock(TaskDock):
         self.model_info = QLabel("")
         self.model_info.setWordWrap(True)
         form.addRow(self.model_info)
+        self.fill_distance = QgsSpinBox()
+        self.fill_distance.setRange(1, MAX_DISTANCE)
+        self.fill_distance.setValue(DEFAULT_DISTANCE)
+        self.fill_distance.setClearValue(DEFAULT_DISTANCE)
+        self.fill_distance.setToolTip("GDAL FillNodata's search distance: how far the fill looks for clear pixels")
+        form.addRow(LABELS["FILL_DISTANCE"], self.fill_distance)
+        self.fill_smoothing = QgsSpinBox()
+        self.fill_smoothing.setRange(0, MAX_SMOOTHING)
+        self.fill_smoothing.setValue(DEFAULT_SMOOTHING)
+        self.fill_smoothing.setClearValue(DEFAULT_SMOOTHING)
+        form.addRow(LABELS["FILL_SMOOTHING"], self.fill_smoothing)
         self.weights_widget = QgsFileWidget()
         self.weights_widget.setFilter("Model weights (*.safetensors)")
         self.weights_widget.lineEdit().setPlaceholderText("[shipped default]")
@@ -144,6 +159,7 @@ class CloudDock(TaskDock):
 
         self.s1_combo.layerChanged.connect(self._inputs_changed)
         self.dem_combo.layerChanged.connect(self._inputs_changed)
+        self.s2_combo.layerChanged.connect(self._model_changed)
         self.model_combo.currentIndexChanged.connect(self._model_changed)
         self.mask_mode.currentIndexChanged.connect(self._mask_changed)
         self._inputs_changed()
@@ -151,7 +167,7 @@ class CloudDock(TaskDock):
 
     # -- model choice -------------------------------------------------------------------------------
     def available_models(self) -> List[str]:
-        """The catalogue's models that can run on the chosen inputs (with or without Sentinel-1 and a DEM)."""
+        """The catalogue's methods that can run on the chosen inputs (with or without Sentinel-1 and a DEM)."""
         return [c.key for c in self._model_choices()]
 
     def _model_choices(self):
@@ -186,7 +202,8 @@ class CloudDock(TaskDock):
         elif self._torch_missing:
             self.model_info.setText("PyTorch is not installed: cloud removal needs it (see the README).")
         else:
-            self.model_info.setText(model_info(key, self.s1_combo.currentLayer() is not None))
+            self.model_info.setText(model_info(key, self.s1_combo.currentLayer() is not None,
+                                               self.dem_combo.currentLayer() is not None))
 
     def _mask_changed(self, *_) -> None:
         self.mask_combo.setEnabled(mask_reads_raster(self.mask_mode.currentData()))
@@ -201,6 +218,7 @@ class CloudDock(TaskDock):
             weights=self.weights_widget.filePath().strip(), device=self.device_combo.currentData(),
             tile_size=self.tile_spin.value(), overlap=self.overlap_spin.value(), batch_size=self.batch_spin.value(),
             keep_clear=self.keep_clear.isChecked(), coverage=self.coverage_combo.currentData(),
+            fill_distance=self.fill_distance.value(), fill_smoothing=self.fill_smoothing.value(),
             output=self.output_path(), names=LABELS)
 
     def run(self) -> None:
@@ -247,6 +265,15 @@ class CloudDock(TaskDock):
         apply_style(layer, "sentinel2")
         QgsProject.instance().addMapLayer(layer)
         self.last_layer_id = layer.id()
+        if report.observed:
+            observed = QgsRasterLayer(report.observed, f"What was observed - {self._layer_name}", "gdal")
+            if observed.isValid():
+                apply_style(observed, "observed")
+                observed.setOpacity(0.6)
+                QgsProject.instance().addMapLayer(observed)
+                self.last_observed_id = observed.id()
         cloud = f"; cloud/shadow {report.cloud_percent:.1f} %" if report.cloud_percent is not None else ""
+        warning = report.no_information_warning
         self.show_result(True, f"<b>Done</b> in {report.seconds:.1f} s with {report.model} on {report.device}{cloud}."
-                         f"<br>{report.output}")
+                         f"<br>{report.output}<br>What was observed: {report.observed}"
+                         + (f"<br><b>{warning}</b>" if warning else ""))

@@ -1,7 +1,7 @@
 """Which optional Python packages TopoClear needs, which this Python can import, and how pip installs them.
 
-This module imports no ``qgis`` at module level (``tr`` imports Qt lazily and falls back to the plain
-text), so it also works from plain Python. The Qt side (the pip process and the dialog) lives in
+This module imports no ``qgis`` at module level (``tr``, from :mod:`topoclear.qgis_common.i18n`, imports Qt lazily and
+falls back to the plain text), so it also works from plain Python. The Qt side (the pip process and the dialog) lives in
 :mod:`topoclear.ui.dependencies_dialog`.
 
 * **Pins.** The versions come from the plugin's ``requirements.txt`` (read at run time, the one place
@@ -30,7 +30,10 @@ import sysconfig
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+# The plugin's one ``tr`` (Qt imported on first use; the plain text without Qt), re-exported for this package.
+from ..qgis_common.i18n import tr
 
 __all__ = [
     "FEATURE_PACKAGES", "FOLDER_NAME", "TORCH_CPU_INDEX", "PYPI_INDEX", "Pin", "Feature", "PackageStatus",
@@ -64,24 +67,6 @@ _PLUGIN_ROOT = Path(__file__).resolve().parents[1]
 
 class DependencyError(RuntimeError):
     """A clear, user-facing problem (no requirements file, no usable Python, ...)."""
-
-
-# -- translation --------------------------------------------------------------------------------------------
-
-_TRANSLATE: Optional[Callable[[str, str], str]] = None
-
-
-def tr(text: str) -> str:
-    """``QCoreApplication.translate("TopoClear", text)`` when Qt is importable, else ``text``."""
-    global _TRANSLATE
-    if _TRANSLATE is None:
-        try:
-            from qgis.PyQt.QtCore import QCoreApplication
-
-            _TRANSLATE = QCoreApplication.translate
-        except ImportError:
-            _TRANSLATE = lambda _context, message: message  # noqa: E731
-    return _TRANSLATE("TopoClear", text)
 
 
 # -- pins ---------------------------------------------------------------------------------------------------

@@ -5,6 +5,10 @@ the run goes to QGIS's message log and, through the ``message`` signal (queued t
 thread), to the dock's log box. ``on_done(ok, result, error, messages)`` is called on the main
 thread from :meth:`finished` (also after a cancel or an error), so it may add layers to the
 project. QGIS deletes a finished task: callers keep what they need from the callback.
+
+Progress: a success reports 100 % from the worker thread before it returns, so that report reaches the
+main thread before :meth:`finished`; the dock (:meth:`~topoclear.ui.task_dock.TaskDock.task_done`) then
+sets the bar for good (100 % after a success, 0 % otherwise) and ignores any later report of the task.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ class EngineTask(QgsTask):
     def run(self) -> bool:  # worker thread
         try:
             self.result = self._call(task_monitor(self, self._message))
+            self.setProgress(100.0)  # the last progress report of a success, before the task completes
             return True
         except Exception as exc:  # every failure reaches the dock as a message
             self.error = user_message(exc)

@@ -27,27 +27,67 @@ from ..qgis_common.snow_choices import (CLOUD_CHOICES, GRID_CHOICES, LIS_FIELDS,
                                         THRESHOLD_FIELDS, ImageChoice, SeasonChoice, SnowMapChoice, Threshold,
                                         band_label, cloud_uses_raster, season_request, sentinel2_input,
                                         snow_map_request, snow_parameters)
+from ..qgis_common.i18n import tr
 from ..qgis_common.styles import apply_style
 from .engine_task import EngineTask
-from .task_dock import TaskDock, raster_combo
+from .task_dock import TaskDock, dem_combo, raster_combo, sentinel2_combo
+
+
+#: What each threshold does (the spin boxes' tooltips), by the key of its :class:`Threshold`.
+THRESHOLD_TIPS = {
+    "ndsi_threshold": "Snow where the NDSI is above this value",
+    "red_threshold": "With the red test: snow also needs a red reflectance above this value",
+    "ndsi_pass1": "Pass 1 (whole image): snow where the NDSI is above this value",
+    "red_pass1": "Pass 1: snow also needs a red reflectance above this value",
+    "ndsi_pass2": "Pass 2 (above the snowline, needs a DEM): snow where the NDSI is above this value",
+    "red_pass2": "Pass 2: snow also needs a red reflectance above this value",
+    "fsnow_lim": "Snowline: the lowest elevation band whose pass-1 snow fraction is above this value",
+    "fclear_lim": "Snowline: only elevation bands whose cloud-free fraction is above this value count",
+    "fsnow_total_lim": "Snowline: searched only when pass-1 snow covers more than this fraction of the image",
+    "red_darkcloud": "Dark clouds: mask clouds whose red reflectance, averaged over blocks, is below this value "
+                     "go to the snow tests",
+    "darkcloud_scale": "Dark clouds: the size of the averaging blocks, in metres (0: pixel by pixel)",
+    "red_backtocloud": "Mask clouds that are not snow stay cloud when their red reflectance is above this value, "
+                       "else they become no snow",
+    "band_height": "Snowline: the height of the elevation bands, in metres",
+}
 
 
 def _spin(field: Threshold):
-    """A spin box for ``field``, at its default (also its clear value)."""
+    """A spin box for ``field``, at its default (also its clear value), with its tooltip."""
     if field.integer:
         box = QgsSpinBox()
         box.setRange(int(field.minimum), int(field.maximum))
         box.setValue(int(field.default))
         box.setClearValue(int(field.default))
-        return box
-    box = QgsDoubleSpinBox()
-    box.setDecimals(field.decimals)
-    box.setRange(field.minimum, field.maximum)
-    box.setSingleStep(field.step)
-    box.setValue(field.default)
-    box.setClearValue(field.default)
-    box.setShowClearButton(True)
+    else:
+        box = QgsDoubleSpinBox()
+        box.setDecimals(field.decimals)
+        box.setRange(field.minimum, field.maximum)
+        box.setSingleStep(field.step)
+        box.setValue(field.default)
+        box.setClearValue(field.default)
+        box.setShowClearButton(True)
+    box.setToolTip(tr("{what} (default {default:g}; the clear button restores it)").format(
+        what=tr(THRESHOLD_TIPS[field.key]), default=field.default))
     return box
+
+
+def _row(form: QFormLayout, label, widget: QWidget, tip: str) -> None:
+    """A form row whose label and field both show ``tip``."""
+    form.addRow(label, widget)
+    widget.setToolTip(tip)
+    shown = form.labelForField(widget)
+    if shown is not None:
+        shown.setToolTip(tip)
+
+
+def _menu(combo: QComboBox, choices, intro: str) -> None:
+    """``choices`` into ``combo``, each entry's whole label as its tooltip; the combo's tooltip lists them."""
+    for choice in choices:
+        combo.addItem(tr(choice.label), choice.key)
+        combo.setItemData(combo.count() - 1, tr(choice.label), Qt.ToolTipRole)
+    combo.setToolTip(intro + "\n" + "\n".join(f"- {tr(c.label)}" for c in choices))
 
 
 class ChartView(QLabel):
@@ -104,9 +144,10 @@ class SnowDock(TaskDock):
     """
 
     OUTPUT_PREFIX = "snowmap"
+    CPU_ONLY = "snow maps are computed with NumPy and GDAL; no GPU is used"
 
     def __init__(self, iface, parent=None) -> None:
-        super().__init__("Snow cover", "TopoClearSnowDock", iface, parent)
+        super().__init__(tr("Snow cover"), "TopoClearSnowDock", iface, parent)
         self._window_rows: Optional[int] = None  # smaller windows (tests of cancel)
         self.last_result: Optional[SnowResult] = None
         self._build()
@@ -118,49 +159,62 @@ class SnowDock(TaskDock):
         layout = QVBoxLayout(body)
 
         inputs = QFormLayout()
-        self.layer_combo = raster_combo(False)
-        inputs.addRow("Sentinel-2 layer", self.layer_combo)
-        self.dem_combo = raster_combo(True)
-        inputs.addRow("DEM (snowline)", self.dem_combo)
+        self.layer_combo = sentinel2_combo()
+        _row(inputs, tr("Sentinel-2 layer"), self.layer_combo, tr(
+            "The Sentinel-2 image: a band stack (13-band L1C, 12-band L2A, 10-band) or one band file of a product "
+            "(the other bands are found beside it). Preselected: a layer that looks like Sentinel-2 (its bands, "
+            "band names or file name), else none"))
+        self.dem_combo = dem_combo()
+        _row(inputs, tr("DEM (snowline)"), self.dem_combo, tr(
+            "Elevations for Let It Snow's snowline and pass 2, any CRS and resolution (aligned onto the image grid); "
+            "empty: pass 1 only. Preselected: a single-band layer named like a DEM (dem, srtm, elevation...)"))
         self.cloud_mode = QComboBox()
-        for choice in CLOUD_CHOICES:
-            self.cloud_mode.addItem(choice.label, choice.key)
-        inputs.addRow("Cloud mask", self.cloud_mode)
+        _menu(self.cloud_mode, CLOUD_CHOICES, tr("Where the clouds come from:"))
+        inputs.addRow(tr("Cloud mask"), self.cloud_mode)
+        inputs.labelForField(self.cloud_mode).setToolTip(self.cloud_mode.toolTip())
         self.cloud_combo = raster_combo(True)
-        inputs.addRow("Cloud raster", self.cloud_combo)
+        _row(inputs, tr("Cloud raster"), self.cloud_combo, tr(
+            "The cloud mask or the L2A scene classification (SCL) raster, on any grid covering the image; read by "
+            "the cloud mask choices that use a raster"))
         layout.addLayout(inputs)
 
-        bands = QgsCollapsibleGroupBox("Bands [automatic]")
-        bands.setToolTip("Bands are found automatically unless chosen here")
+        bands = QgsCollapsibleGroupBox(tr("Bands [automatic]"))
+        bands.setToolTip(tr("Bands are found automatically (from the layout, the band names or the file names) "
+                            "unless chosen here"))
         bands.setCollapsed(True)
         band_form = QFormLayout(bands)
         self.band_combos = {}
         for name in SNOW_MAP_ROLES:
             combo = QgsRasterBandComboBox()
-            combo.setShowNotSetOption(True, "automatic")
+            combo.setShowNotSetOption(True, tr("automatic"))
             combo.setBand(-1)
-            band_form.addRow(band_label(name), combo)
+            _row(band_form, band_label(name), combo, tr("The band of the Sentinel-2 layer that holds {band}; "
+                                                        "automatic: found by TopoClear").format(band=band_label(name)))
             self.band_combos[name] = combo
         layout.addWidget(bands)
         self._build_method(layout)
 
         where = QVBoxLayout()  # one above the other: the dock stays narrow
         self.extent_group = QButtonGroup(self)
-        self.whole_layer = QRadioButton("Whole layer")
-        self.canvas_extent = QRadioButton("Canvas extent")
+        self.whole_layer = QRadioButton(tr("Whole layer"))
+        self.whole_layer.setToolTip(tr("Map the whole Sentinel-2 layer"))
+        self.canvas_extent = QRadioButton(tr("Canvas extent"))
+        self.canvas_extent.setToolTip(tr("Map only the part of the layer shown in the map canvas"))
         self.whole_layer.setChecked(True)
         for button in (self.whole_layer, self.canvas_extent):
             self.extent_group.addButton(button)
             where.addWidget(button)
         layout.addLayout(where)
 
-        self.add_output_row(layout, "Snow map")
-        self.add_run_controls(layout)
+        self.add_output_row(layout, tr("Snow map"), tr(
+            "The snow map, a GeoTIFF: 100 snow, 0 no snow, 205 cloud, 255 nodata; empty: a new file in QGIS's "
+            "temporary folder"))
+        self.add_run_controls(layout, tr("Map the snow of the Sentinel-2 layer in the background; the styled snow "
+                                         "map is added to the map and its snow area shown below"))
         self._build_season(layout)
         layout.addWidget(self.result_label)
         layout.addWidget(self.log)
         layout.addStretch(1)
-        self._fit_narrow(body)
         self.set_body(body)
 
         self.layer_combo.layerChanged.connect(self._layer_changed)
@@ -170,44 +224,37 @@ class SnowDock(TaskDock):
         self._method_changed()
         self._cloud_changed()
 
-    @staticmethod
-    def _fit_narrow(body: QWidget) -> None:
-        """Labels wrap and form rows put the field under a label that does not fit: the dock stays usable at
-        about 300 px, scrolling vertically only."""
-        for form in body.findChildren(QFormLayout):
-            form.setRowWrapPolicy(QFormLayout.WrapLongRows)
-        for label in body.findChildren(QLabel):
-            label.setWordWrap(True)
-        for box in body.findChildren(QCheckBox):
-            box.setMinimumWidth(1)
-
     def _build_method(self, layout: QVBoxLayout) -> None:
         """The method menu and each method's thresholds (one group shown at a time)."""
         method = QFormLayout()
         self.method_combo = QComboBox()
-        for choice in METHOD_CHOICES:
-            self.method_combo.addItem(choice.label, choice.key)
-        method.addRow("Method", self.method_combo)
+        _menu(self.method_combo, METHOD_CHOICES, tr("How snow is told from no snow:"))
+        method.addRow(tr("Method"), self.method_combo)
+        method.labelForField(self.method_combo).setToolTip(self.method_combo.toolTip())
         layout.addLayout(method)
 
-        self.threshold_box = QgsCollapsibleGroupBox("Single threshold")
+        self.threshold_box = QgsCollapsibleGroupBox(tr("Single threshold"))
+        self.threshold_box.setToolTip(tr("The single-threshold method: NDSI above a threshold, and optionally red "
+                                         "reflectance above another"))
         form = QFormLayout(self.threshold_box)
         ndsi, red = THRESHOLD_FIELDS
         self.ndsi_threshold = _spin(ndsi)
-        self.red_test = QCheckBox(red.short_label)
+        self.red_test = QCheckBox(tr(red.short_label))
+        self.red_test.setToolTip(tr("Snow also needs a red reflectance above the value beside (removes water, "
+                                    "whose NDSI is often high)"))
         self.red_test.setChecked(True)
         self.red_threshold = _spin(red)
-        form.addRow(ndsi.short_label, self.ndsi_threshold)
+        _row(form, tr(ndsi.short_label), self.ndsi_threshold, self.ndsi_threshold.toolTip())
         form.addRow(self.red_test, self.red_threshold)
         layout.addWidget(self.threshold_box)
 
-        self.lis_box = QgsCollapsibleGroupBox("Let It Snow thresholds")
-        self.lis_box.setToolTip("Let It Snow's thresholds, at their operational defaults")
+        self.lis_box = QgsCollapsibleGroupBox(tr("Let It Snow thresholds"))
+        self.lis_box.setToolTip(tr("Let It Snow's thresholds, at their operational defaults"))
         form = QFormLayout(self.lis_box)
         self.lis_spins = {}
         for field in LIS_FIELDS:
             self.lis_spins[field.key] = _spin(field)
-            form.addRow(field.short_label, self.lis_spins[field.key])
+            _row(form, tr(field.short_label), self.lis_spins[field.key], self.lis_spins[field.key].toolTip())
         self.band_height = self.lis_spins["band_height"]
         layout.addWidget(self.lis_box)
 
@@ -245,7 +292,7 @@ class SnowDock(TaskDock):
     def choice(self, layer) -> SnowMapChoice:
         """What the widgets ask for, as the snow tools' shared choice (:class:`ValueError` for a layer
         that is not a GDAL raster)."""
-        source = file_behind_layer(layer, "Sentinel-2 layer")
+        source = file_behind_layer(layer, tr("Sentinel-2 layer"))
         bands = {name: combo.currentBand() for name, combo in self.band_combos.items()}
         bounds = self._canvas_bounds(layer) if self.canvas_extent.isChecked() else None
         method, cloud = self.method_combo.currentData(), self.cloud_mode.currentData()
@@ -254,8 +301,8 @@ class SnowDock(TaskDock):
         return SnowMapChoice(
             image=sentinel2_input(ImageChoice(layer=source, bands=bands, bounds=bounds), SNOW_MAP_ROLES),
             output=self.output_path(), method=method, values=self.threshold_values(),
-            red_test=self.red_test.isChecked(), dem=file_behind_layer(dem_layer, "DEM"), cloud=cloud,
-            cloud_raster=file_behind_layer(cloud_layer, "Cloud mask"), window_rows=self._window_rows)
+            red_test=self.red_test.isChecked(), dem=file_behind_layer(dem_layer, tr("DEM")), cloud=cloud,
+            cloud_raster=file_behind_layer(cloud_layer, tr("Cloud mask")), window_rows=self._window_rows)
 
     def run(self) -> None:
         if self._task is not None:
@@ -263,14 +310,14 @@ class SnowDock(TaskDock):
         layer = self.layer_combo.currentLayer()
         try:
             if layer is None:
-                raise ValueError("Choose a Sentinel-2 layer first")
+                raise ValueError(tr("Choose a Sentinel-2 layer first"))
             request, notes = snow_map_request(self.choice(layer))
         except (ValueError, InputError) as exc:
             self.show_result(False, str(exc))
             return
-        self._layer_name = f"Snow map - {layer.name()}"
-        self.start(EngineTask(f"Snow map of {layer.name()}", lambda monitor: snow_map(request, monitor),
-                              self._done))
+        self._layer_name = tr("Snow map - {name}").format(name=layer.name())
+        self.start(EngineTask(tr("Snow map of {name}").format(name=layer.name()),
+                              lambda monitor: snow_map(request, monitor), self._done))
         for note in notes:
             self.log_message(note)
 
@@ -278,76 +325,90 @@ class SnowDock(TaskDock):
         if not self.task_done(ok and result is not None):
             return
         if not ok or result is None:
-            self.show_result(False, error or "The snow map failed.")
+            self.show_result(False, error or tr("The snow map failed."))
             return
         self.last_result = result
         layer = QgsRasterLayer(result.output, self._layer_name, "gdal")
         if not layer.isValid():
-            self.show_result(False, f"The snow map was written to {result.output} but QGIS could not open it")
+            self.show_result(False, tr("The snow map was written to {path} but QGIS could not open it").format(
+                path=result.output))
             return
         apply_style(layer, "snowmap")
         QgsProject.instance().addMapLayer(layer)
         self.last_layer_id = layer.id()
         snowline = ""
         if result.method == "lis":
-            snowline = (f"<br>Snowline: {result.snowline:.0f} m" if result.snowline is not None
-                        else f"<br>Snowline: none ({result.snowline_note or 'not found'})")
-        self.show_result(True, f"<b>Snow: {result.snow_area_km2:.3f} km²</b> = {result.snow_percent:.2f} % of the valid "
-                         f"area ({result.valid_area_km2:.3f} km²)<br>Cloud: {result.cloud_percent:.2f} %"
-                         f"{snowline}")
+            snowline = "<br>" + (tr("Snowline: {m:.0f} m").format(m=result.snowline) if result.snowline is not None
+                                 else tr("Snowline: none ({why})").format(why=result.snowline_note or tr("not found")))
+        self.show_result(True, tr("<b>Snow: {snow:.3f} km²</b> = {percent:.2f} % of the valid area ({valid:.3f} km²)"
+                                  "<br>Cloud: {cloud:.2f} %").format(
+            snow=result.snow_area_km2, percent=result.snow_percent, valid=result.valid_area_km2,
+            cloud=result.cloud_percent) + snowline)
 
     # -- the season: several dates -> snow cover duration ---------------------------------------------
 
     def _build_season(self, layout: QVBoxLayout) -> None:
         """The Season section: the dates checked among the raster layers, the period and gap limit, the
         outputs, its Run button and the chart of the snow area per date."""
-        self.season_box = QgsCollapsibleGroupBox("Season: snow duration")
-        self.season_box.setToolTip("Snow cover duration, melt-out date and clear observations from several dates")
+        self.season_box = QgsCollapsibleGroupBox(tr("Season: snow duration"))
+        self.season_box.setToolTip(tr("Snow cover duration, melt-out date and clear observations from several dates"))
         self.season_box.setCollapsed(True)
         box = QVBoxLayout(self.season_box)
-        box.addWidget(QLabel("Check the dates among the raster layers (method, thresholds, DEM and cloud mask "
-                             "as set above; the cloud mask of each date is its product's SCL, or none):"))
-        box.itemAt(0).widget().setWordWrap(True)
+        hint = QLabel(tr("Check the dates among the raster layers (method, thresholds, DEM and cloud mask as set "
+                         "above; the cloud mask of each date is its product's SCL, or none):"))
+        hint.setWordWrap(True)
+        box.addWidget(hint)
         self.season_list = QListWidget()
         self.season_list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.season_list.setTextElideMode(Qt.ElideMiddle)
         self.season_list.setMinimumWidth(60)
         self.season_list.setMaximumHeight(140)
+        self.season_list.setToolTip(tr("The raster layers of the project: check one Sentinel-2 image per date of "
+                                       "the season"))
         box.addWidget(self.season_list)
         form = QFormLayout()
-        form.setRowWrapPolicy(QFormLayout.WrapLongRows)
         self.season_dates = QLineEdit()
-        self.season_dates.setPlaceholderText("[from metadata or names] YYYY-MM-DD, ... in list order")
-        form.addRow("Dates", self.season_dates)
+        self.season_dates.setPlaceholderText(tr("[from metadata or names] YYYY-MM-DD, ... in list order"))
+        _row(form, tr("Dates"), self.season_dates, tr(
+            "The date of each checked layer, in list order (YYYY-MM-DD, comma-separated); empty: read from the "
+            "metadata or the file names"))
         self.season_start, self.season_end = QLineEdit(), QLineEdit()
-        self.season_start.setPlaceholderText("[first date] YYYY-MM-DD")
-        self.season_end.setPlaceholderText("[last date] YYYY-MM-DD")
-        form.addRow("Period start", self.season_start)
-        form.addRow("Period end", self.season_end)
+        self.season_start.setPlaceholderText(tr("[first date] YYYY-MM-DD"))
+        self.season_end.setPlaceholderText(tr("[last date] YYYY-MM-DD"))
+        _row(form, tr("Period start"), self.season_start, tr("First day of the period (YYYY-MM-DD); empty: the "
+                                                             "first date"))
+        _row(form, tr("Period end"), self.season_end, tr("Last day of the period (YYYY-MM-DD); empty: the last date"))
         self.season_gap = QgsSpinBox()
         self.season_gap.setRange(0, 100000)
         self.season_gap.setValue(15)
         self.season_gap.setClearValue(15)
-        form.addRow("Max gap (days)", self.season_gap)
+        _row(form, tr("Max gap (days)"), self.season_gap, tr(
+            "A cloudy day is filled from the nearest clear observations when they are at most this many days apart "
+            "(Let It Snow: 15)"))
         self.season_grids = QComboBox()
-        for choice in GRID_CHOICES:
-            self.season_grids.addItem(choice.label, choice.key)
-        form.addRow("Other grids", self.season_grids)
+        _menu(self.season_grids, GRID_CHOICES, tr("Images on another grid than the first:"))
+        form.addRow(tr("Other grids"), self.season_grids)
+        form.labelForField(self.season_grids).setToolTip(self.season_grids.toolTip())
         self.season_output = QgsFileWidget()
         self.season_output.setStorageMode(QgsFileWidget.SaveFile)
         self.season_output.setFilter("GeoTIFF (*.tif *.tiff)")
-        self.season_output.lineEdit().setPlaceholderText("[temporary file]")
-        form.addRow("Duration", self.season_output)
+        self.season_output.lineEdit().setPlaceholderText(tr("[temporary file]"))
+        _row(form, tr("Duration"), self.season_output, tr(
+            "The snow cover duration, a GeoTIFF with a band each for the duration, melt-out date, onset, first and "
+            "last snow day and clear observations; empty: a new file in QGIS's temporary folder"))
         self.season_folder = QgsFileWidget()
         self.season_folder.setStorageMode(QgsFileWidget.GetDirectory)
-        self.season_folder.lineEdit().setPlaceholderText("[not kept]")
-        form.addRow("Snow maps folder", self.season_folder)
+        self.season_folder.lineEdit().setPlaceholderText(tr("[not kept]"))
+        _row(form, tr("Snow maps folder"), self.season_folder, tr("A folder where the snow map of each date is "
+                                                                  "kept; empty: not kept"))
         box.addLayout(form)
-        self.season_button = QPushButton("Run season")
+        self.season_button = QPushButton(tr("Run season"))
+        self.season_button.setToolTip(tr("Make the snow cover duration of the checked dates in the background; the "
+                                         "styled result is added to the map and the chart drawn below"))
         box.addWidget(self.season_button)
         self.chart = ChartView()
-        self.chart.setToolTip("Snow area per date: filled dots clear observations, hollow dots cloudy ones, grey "
-                              "bars the cloud %, the shaded band the period")
+        self.chart.setToolTip(tr("Snow area per date: filled dots clear observations, hollow dots cloudy ones, grey "
+                                 "bars the cloud %, the shaded band the period"))
         box.addWidget(self.chart)
         layout.addWidget(self.season_box)
         self.last_season: Optional[SnowSeriesReport] = None
@@ -389,7 +450,7 @@ class SnowDock(TaskDock):
 
     def season_choice(self) -> SeasonChoice:
         project = QgsProject.instance()
-        images = [file_behind_layer(project.mapLayer(i), "Season layer") for i in self.season_layer_ids()]
+        images = [file_behind_layer(project.mapLayer(i), tr("Season layer")) for i in self.season_layer_ids()]
         method = self.method_combo.currentData()
         dem_layer = self.dem_combo.currentLayer() if method == "lis" else None
         output = self.season_output.filePath().strip()
@@ -401,7 +462,7 @@ class SnowDock(TaskDock):
         return SeasonChoice(
             images=images, output=output, dates=self.season_dates.text(), method=method,
             values=self.threshold_values(), red_test=self.red_test.isChecked(),
-            dem=file_behind_layer(dem_layer, "DEM"), cloud=self.cloud_mode.currentData(),
+            dem=file_behind_layer(dem_layer, tr("DEM")), cloud=self.cloud_mode.currentData(),
             start=self.season_start.text(), end=self.season_end.text(), max_gap_days=self.season_gap.value(),
             grids=self.season_grids.currentData(), snow_map_folder=self.season_folder.filePath().strip() or None,
             window_rows=self._window_rows)
@@ -415,7 +476,7 @@ class SnowDock(TaskDock):
         except (ValueError, InputError) as exc:
             self.show_result(False, str(exc))
             return
-        self.start(EngineTask("Snow season", lambda monitor: snow_series(request, monitor), self._season_done))
+        self.start(EngineTask(tr("Snow season"), lambda monitor: snow_series(request, monitor), self._season_done))
         for note in notes:
             self.log_message(note)
 
@@ -424,24 +485,26 @@ class SnowDock(TaskDock):
         if not self.task_done(ok and report is not None):
             return
         if not ok or report is None:
-            self.show_result(False, error or "The snow season failed.")
+            self.show_result(False, error or tr("The snow season failed."))
             return
         self.last_season = report
-        name = f"Snow cover duration {report.start.isoformat()} to {report.end.isoformat()}"
+        start, end = report.start.isoformat(), report.end.isoformat()
+        name = tr("Snow cover duration {start} to {end}").format(start=start, end=end)
         layer = QgsRasterLayer(report.output, name, "gdal")
         if not layer.isValid():
-            self.show_result(False, f"The snow cover duration was written to {report.output} but QGIS could not "
-                             "open it")
+            self.show_result(False, tr("The snow cover duration was written to {path} but QGIS could not open "
+                                       "it").format(path=report.output))
             return
         apply_style(layer, "snow_duration")
         QgsProject.instance().addMapLayer(layer)
         self.last_layer_id = layer.id()
         self.chart.set_svg(snow_area_svg(report.rows, report.start, report.end, width=320, height=240))
         s = report.summary
-        self.show_result(True, f"<b>Snow cover duration: mean {s.mean_scd:.1f} days</b> (max {s.max_scd}) over "
-                         f"{len(report.rows)} dates, {report.start.isoformat()} to {report.end.isoformat()}; "
-                         f"{s.snow_free_percent:.1f} % of the pixels never snow-covered; mean {s.mean_nobs:.1f} "
-                         "clear observations")
+        self.show_result(True, tr("<b>Snow cover duration: mean {mean:.1f} days</b> (max {max}) over {n} dates, "
+                                  "{start} to {end}; {free:.1f} % of the pixels never snow-covered; mean {nobs:.1f} "
+                                  "clear observations").format(mean=s.mean_scd, max=s.max_scd, n=len(report.rows),
+                                                               start=start, end=end, free=s.snow_free_percent,
+                                                               nobs=s.mean_nobs))
 
     def start(self, task) -> None:
         super().start(task)

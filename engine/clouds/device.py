@@ -82,7 +82,8 @@ class ModelRunner:
     """
 
     def __init__(self, model, device="auto", amp: str = "auto", batch_size: Optional[int] = None,
-                 scaling: str = "unit", monitor: Monitor = SILENT) -> None:
+                 scaling: str = "unit", monitor: Monitor = SILENT, onnx: bool = False) -> None:
+        """``onnx``: try ONNX Runtime on the CPU (:mod:`.onnx_runner`; worth its export time on large scenes)."""
         import torch
 
         if amp not in AMP_MODES:
@@ -105,13 +106,41 @@ class ModelRunner:
         self.scaling = scaling
         self.monitor = monitor
         self.messages: List[str] = []
+        self._onnx = None
+        self._onnx_tried = self.cuda or not onnx  # ONNX Runtime serves the CPU only (onnx_runner)
 
     def _say(self, text: str) -> None:
         self.messages.append(text)
         self.monitor.message(text)
 
-    def _forward(self, batch: Dict[str, np.ndarray], amp: bool) -> np.ndarray:
+    def _onnx_session(self, batch: Dict[str, np.ndarray]):
+        """ONNX Runtime for this network on the CPU when it exports and matches PyTorch; None otherwise."""
+        from .onnx_runner import ONNX_TOLERANCE, OnnxSession, onnx_wanted
+
+        self._onnx_tried = True
+        if not onnx_wanted():
+            return None
+        try:
+            session = OnnxSession(self.model, batch)
+            first = {k: v[:1] for k, v in batch.items()}
+            difference = float(np.abs(session(first) - self._forward(first, False, torch_only=True)).max())
+        except Exception as exc:  # noqa: BLE001 - any export or runtime failure: PyTorch runs
+            self._say(f"ONNX Runtime not used ({type(exc).__name__}: {str(exc)[:200]}); running PyTorch")
+            return None
+        if difference > ONNX_TOLERANCE:
+            self._say(f"ONNX Runtime differs from PyTorch by {difference:.2g}: running PyTorch")
+            return None
+        self._say(f"CPU inference through ONNX Runtime (within {difference:.1g} of PyTorch on the first tile)")
+        return session
+
+    def _forward(self, batch: Dict[str, np.ndarray], amp: bool, torch_only: bool = False) -> np.ndarray:
         import torch
+
+        if not torch_only and not self.cuda:
+            if not self._onnx_tried:
+                self._onnx = self._onnx_session(batch)
+            if self._onnx is not None:
+                return self._onnx(batch)
 
         inputs = {}
         for key, array in batch.items():

@@ -1,9 +1,14 @@
-"""Cloud removal over whole Sentinel-2 scenes with any network of the catalogue.
+"""Cloud removal over whole Sentinel-2 scenes with any method of the catalogue.
 
-:func:`remove_clouds` runs a network (an ``nn.Module`` built by
-:func:`topoclear.models.build_model`, trained or not) over a scene of any size, as one
-:class:`~.request.CloudRemovalRequest` asks; :func:`run_cloud_removal` first picks the network
-and its weights from the request's model name (:func:`~.weights.resolve_model`).
+:func:`run_cloud_removal` runs the method a :class:`~.request.CloudRemovalRequest` names
+(:mod:`.methods.catalogue`): ``auto`` picks the best held-out method for the inputs
+(:mod:`.methods.selection`), ``fill`` fills the mask from the surroundings
+(:mod:`.methods.classic`), a network's name runs that network with its shipped weights
+(:func:`~.weights.resolve_model`) through :func:`remove_clouds`, which runs a network (an
+``nn.Module`` built by :func:`topoclear.models.build_model`, trained or not) over a scene of any
+size. Networks that start from the fill (``spec.prior == "fill"``) first fill the scene into a
+temporary image, then read it as their prior (:mod:`.prior_inputs`). Every run also writes the
+observed codes of its output (:mod:`.observed`).
 
 1. **Inputs.** The Sentinel-2 bands the network needs are found and read by :mod:`.scene`;
    Sentinel-1 (VV, VH in dB), the terrain stack derived from a DEM and the cloud mask are
@@ -33,6 +38,9 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+
+import numpy as np
+from rasterio.windows import Window
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, List, Optional
@@ -43,8 +51,14 @@ from ..io.raster import bounded_gdal_cache
 from ..progress import SILENT, Monitor
 from ..sentinel2.metadata import SunAngles
 from .device import ModelRunner, TileTooLarge
+from ..io.atomic import temporary_beside
 from .inputs import COMPUTED_MASK_BANDS, MaskSource, S1Source, TerrainSource, scene_mask
 from .masks.kinds import RULES, mask_method
+from .methods.catalogue import AUTOMATIC, get_method
+from .methods.classic import fill_scene, grown_window
+from .methods.selection import choose_automatic
+from .observed import band_description, legend, observed_path, single_image_codes
+from .prior_inputs import PriorSource
 from .report import CloudRemovalReport, TileStats
 from .request import COVERAGE_POLICIES, CloudRemovalRequest, InferenceOptions
 from .scene import S2Scene
@@ -96,6 +110,8 @@ class _Sources:
     s1: Optional[S1Source] = None
     terrain: Optional[TerrainSource] = None
     mask: Optional[MaskSource] = None
+    prior: Optional[PriorSource] = None
+    temporary: tuple = ()
 
     def reset_counts(self) -> None:
         for src in (self.s1, self.terrain):
@@ -103,9 +119,14 @@ class _Sources:
                 src.filled = src.pixels = 0
 
     def close(self) -> None:
-        for src in (self.scene, self.s1, self.terrain, self.mask):
+        for src in (self.scene, self.s1, self.terrain, self.mask, self.prior):
             if src is not None:
                 src.close()
+        for path in self.temporary:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
 
 
 @dataclass
@@ -120,19 +141,79 @@ class _Tiling:
 # entry points
 # --------------------------------------------------------------------------------------------
 def run_cloud_removal(request: CloudRemovalRequest, monitor: Monitor = SILENT) -> CloudRemovalReport:
-    """:func:`~.weights.resolve_model` then :func:`remove_clouds`: the whole run from the request's model name.
+    """The whole run of the request's method (``request.model``; module notes).
 
-    The report's ``messages`` start with the model choice notes.
+    The report's ``messages`` start with the method choice notes (automatic: which and why).
     """
-    if not request.model:
-        raise InputError("no model chosen: name a model of the catalogue (topoclear.models.removal_models())")
-    choice = resolve_model(request.model, request.weights, has_s1=bool(request.s1), has_dem=bool(request.dem),
-                           allow_untrained=request.allow_untrained, options=request.model_options)
-    for note in choice.notes:
+    method = get_method(request.model or AUTOMATIC.key)
+    notes, weights = [], request.weights
+    if method.kind == "automatic":
+        choice = choose_automatic(bool(request.s1), bool(request.dem))
+        notes += choice.notes
+        if weights:
+            notes.append("A weights file was given but the method is Automatic: the file is not used (choose its "
+                         "network to run it)")
+        method, weights = get_method(choice.method), choice.weights
+    for note in notes:
         monitor.message(note)
-    report = remove_clouds(choice.model, request, monitor)
-    report.messages[:0] = choice.notes
+    if method.kind == "classic":
+        report = run_fill(request, monitor)
+    else:
+        choice = resolve_model(method.key, weights, has_s1=bool(request.s1), has_dem=bool(request.dem),
+                               allow_untrained=request.allow_untrained, options=request.model_options)
+        for note in choice.notes:
+            monitor.message(note)
+        notes += choice.notes
+        report = remove_clouds(choice.model, request, monitor)
+    report.messages[:0] = notes
+    if report.no_information_warning:
+        monitor.message(report.no_information_warning)
     return report
+
+
+#: Scenes from this many pixels on try ONNX Runtime on the CPU (smaller ones do not repay its export).
+ONNX_MIN_PIXELS = 2048 * 2048
+
+#: Band sets the fill reads, best first (it fills every band of the output).
+FILL_BANDS = (("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"), ("B2", "B3", "B4", "B8"),
+              ("B2", "B3", "B4"))
+
+
+def run_fill(request: CloudRemovalRequest, monitor: Monitor = SILENT) -> CloudRemovalReport:
+    """The fill from the surroundings over the request's scene (:func:`~.methods.classic.fill_scene`)."""
+    start = time.perf_counter()
+    extra = COMPUTED_MASK_BANDS if request.mask_kind == RULES.key else ()
+    scene = None
+    for bands in FILL_BANDS:
+        try:
+            scene = S2Scene(request.s2, bands, request.s2_overrides, request.s2_offset, request.s2_quantification,
+                            "The fill", extra_bands=extra)
+            break
+        except InputError:
+            if bands == FILL_BANDS[-1]:
+                raise
+    log = _RunLog(monitor)
+    mask = None
+    try:
+        log.say(scene.describe())
+        mask_method(request.mask_kind, "removal")
+        mask = scene_mask(scene, request.mask_kind, request.mask, request.mask_band)
+        if mask is not None:
+            log.say(mask.summary)
+        observed = observed_path(request.output, request.observed)
+        log.say(f"Method: fill from the surroundings, {request.fill.describe()}")
+        done = fill_scene(scene, mask, request.output, observed, request.fill, monitor)
+    finally:
+        if mask is not None:
+            mask.close()
+        scene.close()
+    return CloudRemovalReport(
+        output=str(request.output), model="Fill from the surroundings (GDAL FillNodata)", device="cpu (GDAL)",
+        amp=False, amp_difference=None, tile=(done.window, done.window), overlap=done.halo, mode="halo",
+        batch_size=1, tiles=done.windows, tiles_skipped=0, width=scene.width, height=scene.height,
+        valid_pixels=done.valid, cloud_pixels=done.cloud, kept_pixels=done.valid - done.cloud,
+        seconds=time.perf_counter() - start, messages=log.messages, observed=done.observed,
+        observed_counts=done.counts, method="fill")
 
 
 def remove_clouds(model, request: CloudRemovalRequest, monitor: Monitor = SILENT) -> CloudRemovalReport:
@@ -158,8 +239,11 @@ def remove_clouds(model, request: CloudRemovalRequest, monitor: Monitor = SILENT
         if request.options.keep_clear and sources.mask is None:
             log.say("No cloud mask: every pixel is predicted (keep clear pixels needs a mask)")
         options = request.options
-        runner = ModelRunner(model, options.device, options.amp, options.batch_size, network.spec.scaling, monitor)
+        runner = ModelRunner(model, options.device, options.amp, options.batch_size, network.spec.scaling, monitor,
+                             onnx=scene.width * scene.height >= ONNX_MIN_PIXELS)
         log.say(f"Device: {runner.device_name}")
+        if network.spec.prior == "fill":
+            _first_pass_fill(sources, request, log)
         tiling = _choose_tiling(network, options, runner.device.type, log)
         stats = _write_scene(network, sources, runner, tiling, keep_clear, request, log)
         return _report(network, request, sources, runner, tiling, stats, time.perf_counter() - start,
@@ -231,9 +315,49 @@ def _open_auxiliary(sources: _Sources, network: _Network, request: CloudRemovalR
         log.say(sources.terrain.summary)
     elif request.dem:
         log.say(f"{title} takes no terrain input: the DEM is not used")
-    sources.mask = scene_mask(scene, request.mask_kind, request.mask, request.mask_band)
-    if sources.mask is not None:
-        log.say(sources.mask.summary)
+    sources.mask = scene_mask(scene, request.mask_kind, request.mask, request.mask_band, log.monitor, log.say)
+
+
+def _first_pass_fill(sources: _Sources, request: CloudRemovalRequest, log: _RunLog) -> None:
+    """The fill of the scene into temporary files beside the output, then open as the network's prior."""
+    if sources.mask is None:
+        raise InputError("this network starts from the fill of the cloud mask: choose a cloud mask method other than "
+                         "None (or give a mask raster)")
+    fill = temporary_beside(request.output, ".fill.tif")
+    codes = temporary_beside(request.output, ".fillcodes.tif")
+    sources.temporary = (fill, codes)
+    log.say(f"First pass: fill from the surroundings ({request.fill.describe()})")
+    done = fill_scene(sources.scene, sources.mask, fill, codes, request.fill, log.monitor.sub(0.0, 40.0))
+    log.say(f"First pass done in {done.seconds:.1f} s ({done.windows} windows of {done.window} px, halo {done.halo} px)")
+    sources.prior = PriorSource(sources.scene, fill, codes)
+
+
+def _coder(network: _Network, sources: _Sources, request: CloudRemovalRequest):
+    """``coder(window, valid, masked) -> codes`` of a network run (:mod:`.observed`)."""
+    from scipy import ndimage
+
+    s1 = sources.s1 if "s1" in network.layout.inputs else None
+    distance = int(request.fill.distance)
+    scene = sources.scene
+
+    def coder(window, valid, masked):
+        sar = s1.valid(window) if (s1 is not None and masked is not None and masked.any()) else None
+        if sources.prior is not None:
+            codes = sources.prior.read_codes(window).copy()
+            if sar is not None:
+                codes[(codes == 2) | (codes == 5)] = np.where(sar[(codes == 2) | (codes == 5)], 3,
+                                                              codes[(codes == 2) | (codes == 5)])
+            return np.where(valid, codes, 0).astype(np.uint8)
+        reached = None
+        if masked is not None and masked.any():
+            win = Window(window[1], window[0], window[3], window[2])
+            block, (r, c, h, w) = grown_window(win, distance, scene.height, scene.width)
+            cloud = sources.mask.read(block)
+            reached = (ndimage.distance_transform_edt(cloud)[r:r + h, c:c + w] <= distance) if (~cloud).any() \
+                else np.zeros(masked.shape, bool)
+        return single_image_codes(valid, masked, reached, sar)
+
+    return coder
 
 
 def _sun(metadata: Optional[str], sun: Optional[SunAngles]) -> Optional[SunAngles]:
@@ -263,13 +387,18 @@ def _write_scene(network: _Network, sources: _Sources, runner: ModelRunner, tili
     """Every tile through the network into the output file; the tile shrinks on out-of-memory."""
     scene = sources.scene
     inputs = TileInputs(scene, network.layout, network.spec.scaling, sources.s1, sources.terrain,
-                        network.spec.needs_s2)
-    descriptions = band_descriptions(scene, network.layout, network.name)
+                        network.spec.needs_s2, prior=sources.prior)
+    descriptions = band_descriptions(scene, network.layout, network.name, from_fill=sources.prior is not None)
+    mask = sources.prior if sources.prior is not None else sources.mask
+    coder = _coder(network, sources, request)
+    observed = observed_path(request.output, request.observed)
     with bounded_gdal_cache(), AtomicRasterWriter(request.output, scene.grid, len(scene.output_names), scene.dtype,
-                                                  scene.declared_nodata, descriptions) as dst:
+                                                  scene.declared_nodata, descriptions) as dst, \
+            AtomicRasterWriter(observed, scene.grid, 1, "uint8", 0, [band_description()]) as obs:
         while True:
             stats = TileStats()
-            writer = OutputWriter(scene, network.layout, network.spec.scaling, sources.mask, keep_clear, dst, stats)
+            writer = OutputWriter(scene, network.layout, network.spec.scaling, mask, keep_clear, dst, stats,
+                                  observed=obs, coder=coder, base=sources.prior)
             try:
                 _run_pass(inputs, runner, writer, tiling, request.options, log.monitor)
                 break
@@ -281,6 +410,8 @@ def _write_scene(network: _Network, sources: _Sources, runner: ModelRunner, tili
                              "(only nodata or NaN)")
         dst.update_tags(TOPOCLEAR_MODEL=network.name, TOPOCLEAR_DEVICE=runner.device_name,
                         TOPOCLEAR_KEEP_CLEAR=str(keep_clear))
+        obs.update_tags(TOPOCLEAR_OBSERVED_CODES=legend())
+        stats.counts = writer.counts
     return stats
 
 
@@ -360,4 +491,5 @@ def _report(network: _Network, request: CloudRemovalRequest, sources: _Sources, 
         cloud_pixels=stats.cloud if sources.mask is not None else None, kept_pixels=stats.kept, seconds=seconds,
         s1_filled=(s1.filled / s1.pixels) if s1 is not None and s1.pixels else None,
         terrain_filled=(terrain.filled / terrain.pixels) if terrain is not None and terrain.pixels else None,
-        messages=messages, peak_device_memory=runner.peak_memory(), blender_peak_bytes=stats.blender_peak)
+        messages=messages, peak_device_memory=runner.peak_memory(), blender_peak_bytes=stats.blender_peak,
+        observed=observed_path(request.output, request.observed), observed_counts=stats.counts, method=network.name)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
+from .observed import ObservedCounts
+
 
 @dataclass
 class TileStats:
@@ -18,6 +20,7 @@ class TileStats:
     cloud: int = 0
     kept: int = 0
     blender_peak: int = 0
+    counts: Optional[ObservedCounts] = None
 
 
 @dataclass
@@ -46,6 +49,14 @@ class CloudRemovalReport:
     messages: List[str] = field(default_factory=list)
     peak_device_memory: Optional[int] = None
     blender_peak_bytes: int = 0
+    observed: Optional[str] = None
+    observed_counts: Optional[ObservedCounts] = None
+    method: str = ""
+
+    @property
+    def no_information_warning(self) -> Optional[str]:
+        """The warning of :meth:`ObservedCounts.warning` (a large share of the scene had no information)."""
+        return self.observed_counts.warning() if self.observed_counts is not None else None
 
     @property
     def megapixels_per_second(self) -> float:
@@ -73,5 +84,12 @@ class CloudRemovalReport:
             lines.append(f"  DEM missing (filled) on {100 * self.terrain_filled:.2f} % of the tile pixels")
         if self.peak_device_memory:
             lines.append(f"  peak GPU memory {self.peak_device_memory / 2**30:.2f} GiB")
+        if self.observed_counts is not None and self.observed_counts.valid:
+            lines.append(f"  what was observed: {self.observed_counts.summary()}")
         lines.append(f"  output: {self.output}")
+        if self.observed:
+            lines.append(f"  observed codes: {self.observed}")
+        warning = self.no_information_warning
+        if warning:
+            lines.append(warning)
         return "\n".join(lines)

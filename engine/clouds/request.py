@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional
 
 from ..sentinel2.bands import Override
 from ..sentinel2.metadata import SunAngles
+from .methods.fill import FillParameters
 
 #: What to do with a Sentinel-1 layer or DEM covering only part of the scene.
 COVERAGE_POLICIES = ("refuse", "fill")
@@ -54,18 +55,26 @@ class CloudRemovalRequest:
         metadata: Sentinel-2 metadata (MTD_TL.xml or .SAFE) for the sun angles that light the
             hillshade, or ``sun`` given directly.
 
-    Model (used by :func:`~topoclear.engine.clouds.removal.run_cloud_removal`; a network given to
+    Method (used by :func:`~topoclear.engine.clouds.removal.run_cloud_removal`; a network given to
     :func:`~topoclear.engine.clouds.removal.remove_clouds` directly is used as it is):
-        model: registry name; weights: a .safetensors file with its model card (None: the shipped
-        weights); allow_untrained: run random initial weights where none are shipped (benchmarks
-        and tests only); model_options: builder options of an untrained network; model_title:
-        the name used in logs and the report (default: the spec's title).
+        model: a method of :mod:`topoclear.engine.clouds.methods.catalogue`: ``"auto"`` (the default:
+        the best held-out method for the inputs), ``"fill"`` or a network's registry name;
+        weights: a .safetensors file with its model card (None: the shipped weights);
+        allow_untrained: run random initial weights where none are shipped (benchmarks and tests
+        only); model_options: builder options of an untrained network; model_title: the name used
+        in logs and the report (default: the spec's title); fill: the fill's search distance and
+        smoothing (the fill method, and the first pass of the networks that start from it).
+
+    Outputs:
+        output: the cloud-free GeoTIFF; observed: its companion raster of observed codes
+        (:mod:`topoclear.engine.clouds.observed`; None: ``<output>_observed.tif``).
 
     Cloud mask:
         mask: a mask raster; mask_kind: a method of :mod:`topoclear.engine.clouds.masks.kinds`
         (``"auto"``: the given raster, SCL if its name says so, else the product's SCL band,
-        else the DSen2-CR rules when the Level-1C bands are there, else none); mask_band: the
-        band of ``mask``.
+        else the pretrained detector when installed, else the DSen2-CR rules when the Level-1C
+        bands are there, else none; see :mod:`topoclear.engine.clouds.masks.engine`); mask_band:
+        the band of ``mask``.
 
     Reading:
         s2_overrides: explicit band choices ``{"B2": (file or None, band number)}``; s2_offset /
@@ -76,7 +85,7 @@ class CloudRemovalRequest:
 
     s2: str
     output: str
-    model: Optional[str] = None
+    model: Optional[str] = "auto"
     weights: Optional[str] = None
     s1: Optional[str] = None
     dem: Optional[str] = None
@@ -95,3 +104,5 @@ class CloudRemovalRequest:
     allow_untrained: bool = False
     model_options: Optional[Dict[str, Any]] = None
     model_title: Optional[str] = None
+    fill: FillParameters = field(default_factory=FillParameters)
+    observed: Optional[str] = None

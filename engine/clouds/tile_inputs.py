@@ -1,5 +1,6 @@
 """The network inputs of tiles: Sentinel-2, Sentinel-1 and terrain read on a tile, padded by
-reflection at the scene border and scaled with the network's scaling, batched for the runner."""
+reflection at the scene border and scaled with the network's scaling, batched for the runner;
+for networks that start from the fill also the fill (``prior``) and its mask (``mask``)."""
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
@@ -20,8 +21,9 @@ class TileInputs:
     """
 
     def __init__(self, scene: S2Scene, layout, scaling: str, s1: Optional[S1Source],
-                 terrain: Optional[TerrainSource], needs_s2: bool) -> None:
+                 terrain: Optional[TerrainSource], needs_s2: bool, prior=None) -> None:
         self.scene = scene
+        self.prior = prior
         self.layout = layout
         self.scaling = scaling
         self.s1 = s1
@@ -46,6 +48,10 @@ class TileInputs:
         if self.s1 is not None:
             s1 = self.s1.read(window)
             out["s1"] = scale_s1(take(s1, rows, cols), self.scaling, bands=self.layout.s1).astype(np.float32)
+        if self.prior is not None:
+            fill = np.nan_to_num(self.prior.read_prior(self.layout.s2, window))
+            out["prior"] = scale_s2(take(fill, rows, cols), self.scaling).astype(np.float32)
+            out["mask"] = take(self.prior.read_mask(window)[None].astype(np.float32), rows, cols)
         if self.terrain is not None:
             t = self.terrain.read(window)
             out["terrain"] = scale_terrain(take(t, rows, cols), self.scaling,

@@ -12,9 +12,10 @@ Inputs and outputs
   bands. An auxiliary pixel is *usable* where its mask is False and all its bands are finite.
 * **Result** (:class:`FillResult`): the filled image, a per-pixel ``source`` code (uint8) and
   :class:`FillStats`. Source codes: ``0`` observed clear in the target (values copied unchanged),
-  ``k`` (1..253) filled from the k-th auxiliary date *in the caller's order* (1-based),
+  ``k`` (1..252) filled from the k-th auxiliary date *in the caller's order* (1-based),
   ``254`` filled by the single-image fallback, ``255`` nodata (the target is nodata there and
-  ``fill_nodata`` is off, or nothing could fill the pixel; values NaN).
+  ``fill_nodata`` is off, or nothing could fill the pixel; values NaN). ``253`` is kept for the
+  pixels a multi-temporal network fills (:data:`SOURCE_NETWORK`, written by :mod:`.timeseries`).
 
 Method
 ------
@@ -45,8 +46,10 @@ Method
      ``min_spread`` = 0.005 reflectance) or the gain falls outside ``gain_range`` (0.5 - 2.0),
      in which case (and for ``>= min_offset_pixels``, default 100) an **offset-only** fit
      (gain 1, offset = median difference) is used. A block with fewer common clear pixels
-     takes the fit of the whole window computed by the same rules, and a window with fewer than
-     ``min_offset_pixels`` common clear pixels uses the **identity** (gain 1, offset 0);
+     takes the date's ``scene_fit`` when the caller gives one (one fit of the whole scene,
+     :func:`scene_fit_of` on decimated images: the same in every window), else the fit of the
+     whole window computed by the same rules; a window with fewer than ``min_offset_pixels``
+     common clear pixels (and no scene fit) uses the **identity** (gain 1, offset 0);
    * the block gains and offsets, attached to the block centres, are interpolated bilinearly
      between the centres (held constant beyond the outermost ones) into smooth per-pixel
      fields, so there are no block seams. Only the blocks whose interpolation support reaches a
@@ -66,7 +69,10 @@ Method
    context, the pixels to fill and nodata set to 0 and flagged in the mask). The default,
    :func:`inpaint_fallback`, is GDAL FillNodata inside the mask
    (:func:`topoclear.engine.training.baselines.inpaint`). Those pixels get code 254; with
-   ``fallback=None`` they stay NaN with code 255.
+   ``fallback=None`` they stay NaN with code 255. A fallback may return ``(image, reached)``,
+   ``reached`` (H, W) False where it had nothing near enough to fill from (e.g. the coarse part
+   of :func:`topoclear.engine.clouds.methods.fill.fill_block`): those pixels are counted as
+   ``unreached`` (:attr:`FillResult.unreached`).
 
 Filled values are clipped below at ``clip_min`` (0, reflectance cannot be negative).
 
@@ -75,9 +81,16 @@ Windows and halo
 Pass the arrays of the window grown by ``halo`` px on each side and the scene position
 ``origin`` = (row, col) of their top-left pixel; the result is cropped to the core window and the
 statistics count the core only. With ``halo >= required_halo(options)`` (107 px with the defaults)
-the core result equals that of a whole-scene run, except where a block falls back to the
-window-level fit and for pixels left to the fallback (GDAL FillNodata searches the whole array it
-is given). Time-series filled and observed pixels are otherwise purely local.
+and every date's ``scene_fit`` given, the core result of the time-series filled and observed pixels
+equals that of a whole-scene run (without scene fits, blocks that fall back to the window-level fit
+depend on the window). Pixels left to the fallback are window-independent when the fallback's own
+reach fits in the halo (the windowed fill of :mod:`topoclear.engine.clouds.methods.fill` with
+``halo >= distance + smoothing``, except its unreached pixels; the default GDAL FillNodata searches
+the whole array it is given).
+
+The pieces live in :mod:`.timeseries_matching` (robust fits, block lattice, gain / offset fields)
+and :mod:`.timeseries_blending` (residual feathering, :func:`seam_step`); whole scenes, files and
+dates are read by :mod:`.timeseries`.
 """
 from __future__ import annotations
 
@@ -91,10 +104,13 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..progress import SILENT, Monitor
+from .timeseries_blending import blend, blend_margin, bounding_box, seam_step
+from .timeseries_matching import FIT_KINDS, Lattice, match_fields, robust_linear_fit, sample_grid, scene_fit_of
 
 __all__ = [
     "SOURCE_OBSERVED",
     "SOURCE_FALLBACK",
+    "SOURCE_NETWORK",
     "SOURCE_NODATA",
     "MAX_AUXILIARY",
     "FIT_KINDS",
@@ -106,23 +122,21 @@ __all__ = [
     "required_halo",
     "inpaint_fallback",
     "robust_linear_fit",
+    "scene_fit_of",
     "seam_step",
     "timeseries_fill",
 ]
 
 #: Source code of pixels observed clear in the target.
 SOURCE_OBSERVED = 0
+#: Source code of pixels filled by a multi-temporal network (never written by :func:`timeseries_fill`).
+SOURCE_NETWORK = 253
 #: Source code of pixels filled by the single-image fallback.
 SOURCE_FALLBACK = 254
 #: Source code of nodata pixels (values NaN).
 SOURCE_NODATA = 255
-#: Most auxiliary dates one call accepts (codes 1..253).
-MAX_AUXILIARY = 253
-#: Names of the radiometric fit kinds, in the order of their internal codes.
-FIT_KINDS = ("linear", "offset", "window", "identity")
-_LINEAR, _OFFSET, _WINDOW, _IDENTITY = range(4)
-_TUKEY_C = 4.685
-_MAD_TO_SIGMA = 1.4826
+#: Most auxiliary dates one call accepts (codes 1..252).
+MAX_AUXILIARY = 252
 
 DateLike = Union[str, _dt.date, _dt.datetime, np.datetime64]
 Fallback = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -137,6 +151,9 @@ class Acquisition:
     image: np.ndarray
     mask: np.ndarray
     date: DateLike
+    #: optional (gain, offset), one per band, fitted over the whole scene (:func:`scene_fit_of`): the fit of
+    #: the blocks with too few common clear pixels, the same in every window
+    scene_fit: Optional[Tuple[np.ndarray, np.ndarray]] = None
 
 
 @dataclass(frozen=True)
@@ -181,8 +198,8 @@ class FillOptions:
 def required_halo(options: Optional[FillOptions] = None) -> int:
     """Halo (px) that makes a window's core independent of the window (see the module notes)."""
     o = options or FillOptions()
-    blend = (o.ring_px + int(math.ceil(4.0 * o.feather_sigma)) + 1) if o.feather_px > 0 else 0
-    return int(o.block_step + (o.block_size + 1) // 2 + blend)
+    feather = (o.ring_px + int(math.ceil(4.0 * o.feather_sigma)) + 1) if o.feather_px > 0 else 0
+    return int(o.block_step + (o.block_size + 1) // 2 + feather)
 
 
 @dataclass
@@ -207,6 +224,7 @@ class FillStats:
     to_fill_pixels: int  #: cloudy target pixels (plus nodata ones with ``fill_nodata``)
     filled_from_dates: int
     fallback_pixels: int
+    unreached_pixels: int  #: fallback pixels the fallback did not reach (its coarse fill; 0 if it does not say)
     unfilled_pixels: int  #: pixels to fill left NaN (no date, no fallback result)
     nodata_pixels: int  #: pixels with code 255
     per_date: List[DateStats]
@@ -232,6 +250,8 @@ class FillResult:
     image: np.ndarray  #: (C, h, w) float32, the core window
     source: np.ndarray  #: (h, w) uint8 source codes
     stats: FillStats
+    #: (h, w) True on fallback pixels the fallback says it did not reach (no clear pixel near enough)
+    unreached: Optional[np.ndarray] = None
 
 
 # --------------------------------------------------------------------------- inputs
@@ -272,241 +292,33 @@ def _as_mask(mask, shape: Tuple[int, int], role: str) -> np.ndarray:
     return m if m.dtype == bool else np.nan_to_num(m.astype(np.float64), nan=1.0) > 0.5
 
 
+def _halo_sides(halo) -> Tuple[int, int, int, int]:
+    """(top, bottom, left, right) of a halo given as one number or four."""
+    if np.ndim(halo) == 0:
+        return (int(halo),) * 4
+    sides = tuple(int(v) for v in halo)
+    if len(sides) != 4:
+        raise InputError(f"halo must be one number or (top, bottom, left, right), got {halo!r}")
+    return sides
+
+
+def _scene_fit(fit, bands: int, role: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    if fit is None:
+        return None
+    try:
+        gain, offset = (np.asarray(v, np.float64).reshape(bands) for v in fit)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{role}: scene_fit must be (gain, offset) with one value per band ({bands})") from exc
+    if not (np.isfinite(gain).all() and np.isfinite(offset).all()):
+        raise InputError(f"{role}: scene_fit holds values that are not finite")
+    return gain, offset
+
+
 def inpaint_fallback(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Default single-image fallback: GDAL FillNodata inside ``mask``, band by band."""
     from ..training.baselines import inpaint
 
     return inpaint(image, mask)
-
-
-# --------------------------------------------------------------------------- robust fit
-def robust_linear_fit(x: np.ndarray, y: np.ndarray, iterations: int = 8) -> Tuple[np.ndarray, np.ndarray]:
-    """Robust per-row fit ``y = gain * x + offset`` of (C, n) samples; returns (gain, offset), (C,).
-
-    Theil's incomplete method (median of the slopes of the pairs (i, i + n/2) after sorting by
-    x) gives the start; Tukey-biweight IRLS refines it, with the residual scale (1.4826 MAD)
-    taken from the start and re-estimated once after two iterations. float64 throughout.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    c, n = x.shape
-    order = np.argsort(x, axis=1)
-    xs = np.take_along_axis(x, order, axis=1)
-    ys = np.take_along_axis(y, order, axis=1)
-    half = n // 2
-    dx = xs[:, half:2 * half] - xs[:, :half]
-    dy = ys[:, half:2 * half] - ys[:, :half]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slopes = np.where(dx > 1e-9, dy / np.where(dx > 1e-9, dx, 1.0), np.nan)
-    gain = np.nanmedian(slopes, axis=1) if half else np.ones(c)
-    gain = np.where(np.isfinite(gain), gain, 1.0)
-    offset = np.median(y - gain[:, None] * x, axis=1)
-    scale = None
-    for it in range(iterations):
-        r = y - gain[:, None] * x - offset[:, None]
-        if it in (0, 2):  # scale of the start, re-estimated once the fit has settled
-            scale = _MAD_TO_SIGMA * np.median(np.abs(r - np.median(r, axis=1, keepdims=True)), axis=1)
-            scale = np.maximum(scale, 1e-6)
-        u = r / (_TUKEY_C * scale[:, None])
-        w = np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
-        sw = w.sum(axis=1)
-        ok = sw > 2.0
-        sw = np.where(ok, sw, 1.0)
-        mx = (w * x).sum(axis=1) / sw
-        my = (w * y).sum(axis=1) / sw
-        sxx = (w * (x - mx[:, None]) ** 2).sum(axis=1)
-        sxy = (w * (x - mx[:, None]) * (y - my[:, None])).sum(axis=1)
-        ok &= sxx > 1e-12
-        new_gain = np.where(ok, sxy / np.where(ok, sxx, 1.0), gain)
-        new_offset = np.where(ok, my - new_gain * mx, offset)
-        done = np.allclose(new_gain, gain, atol=1e-6) and np.allclose(new_offset, offset, atol=1e-7)
-        gain, offset = new_gain, new_offset
-        if done:
-            break
-    return gain, offset
-
-
-def _fit_samples(x: np.ndarray, y: np.ndarray, count: int, opts: FillOptions
-                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gain, offset and kind per band from (C, n) samples of ``count`` common clear pixels."""
-    c = x.shape[0]
-    gain, offset = np.ones(c), np.zeros(c)
-    kind = np.full(c, _IDENTITY, np.int8)
-    if count < opts.min_offset_pixels or x.shape[1] == 0:
-        return gain, offset, kind
-    offset = np.median(y.astype(np.float64) - x, axis=1)
-    kind[:] = _OFFSET
-    if count >= opts.min_linear_pixels and x.shape[1] >= 8:
-        spread = _MAD_TO_SIGMA * np.median(np.abs(x - np.median(x, axis=1, keepdims=True)), axis=1)
-        g, o = robust_linear_fit(x, y, opts.irls_iterations)
-        lo, hi = opts.gain_range
-        good = (spread >= opts.min_spread) & np.isfinite(g) & (g >= lo) & (g <= hi) & np.isfinite(o)
-        gain = np.where(good, g, 1.0)
-        offset = np.where(good, o, offset)
-        kind[good] = _LINEAR
-    return gain, offset, kind
-
-
-class _Lattice:
-    """Block lattice along one axis, anchored to the scene grid, with its interpolation matrix."""
-
-    def __init__(self, n: int, origin: int, step: int, block: int) -> None:
-        off = (step - block) // 2  # scene index of the first pixel of block 0
-        centre0 = off + (block - 1) / 2.0
-        i_lo = int(math.floor((origin - centre0) / step))
-        i_hi = int(math.ceil((origin + n - 1 - centre0) / step))
-        idx = np.arange(i_lo, i_hi + 1)
-        self.centres = idx * step + centre0 - origin  # local coordinates
-        self.starts = np.clip(idx * step + off - origin, 0, n)
-        self.stops = np.clip(idx * step + off + block - origin, 0, n)
-        # interpolation support of each centre: |pixel - centre| < step
-        self.sup_lo = np.clip(np.floor(self.centres - step).astype(int) + 1, 0, n)
-        self.sup_hi = np.clip(np.ceil(self.centres + step).astype(int), 0, n)
-        m = len(idx)
-        weights = np.zeros((n, m))
-        if m == 1:
-            weights[:, 0] = 1.0
-        else:
-            u = (np.arange(n) - self.centres[0]) / step
-            j0 = np.clip(np.floor(u).astype(int), 0, m - 2)
-            frac = np.clip(u - j0, 0.0, 1.0)
-            rows = np.arange(n)
-            weights[rows, j0] = 1.0 - frac
-            weights[rows, j0 + 1] += frac
-        self.weights = weights
-
-    def __len__(self) -> int:
-        return len(self.centres)
-
-
-def _sample_grid(shape: Tuple[int, int], origin: Tuple[int, int], stride: int) -> np.ndarray:
-    rows = (np.arange(shape[0]) + origin[0]) % stride == 0
-    cols = (np.arange(shape[1]) + origin[1]) % stride == 0
-    return rows[:, None] & cols[None, :]
-
-
-def _match_fields(target: np.ndarray, aux: np.ndarray, common: np.ndarray, needed: np.ndarray,
-                  lat_r: _Lattice, lat_c: _Lattice, grid: np.ndarray, opts: FillOptions,
-                  box: Tuple[slice, slice]) -> Tuple[np.ndarray, np.ndarray, Dict[str, int]]:
-    """Gain and offset fields (C, h, w) matching ``aux`` to ``target`` over the array part ``box``."""
-    c = target.shape[0]
-    nr, nc = len(lat_r), len(lat_c)
-    gains = np.ones((c, nr, nc))
-    offsets = np.zeros((c, nr, nc))
-    kinds = np.full((c, nr, nc), -1, np.int8)
-    window_fit = None
-    sampled = common & grid
-
-    def window_level():
-        nonlocal window_fit
-        if window_fit is None:
-            count = int(common.sum())
-            pick = sampled
-            n_pick = int(pick.sum())
-            if n_pick > 8000:  # thin out further, deterministically
-                flat = np.flatnonzero(pick)
-                keep = flat[np.linspace(0, flat.size - 1, 8000).astype(np.int64)]
-                pick = np.zeros_like(pick)
-                pick.ravel()[keep] = True
-            elif n_pick < 8:
-                pick = common
-            g, o, k = _fit_samples(aux[:, pick], target[:, pick], count, opts)
-            window_fit = (g, o, np.where(k == _IDENTITY, _IDENTITY, _WINDOW).astype(np.int8))
-        return window_fit
-
-    for i in range(nr):
-        r0, r1 = lat_r.starts[i], lat_r.stops[i]
-        s0, s1 = lat_r.sup_lo[i], lat_r.sup_hi[i]
-        for j in range(nc):
-            if not needed[s0:s1, lat_c.sup_lo[j]:lat_c.sup_hi[j]].any():
-                continue
-            c0, c1 = lat_c.starts[j], lat_c.stops[j]
-            block = common[r0:r1, c0:c1]
-            count = int(block.sum()) if block.size else 0
-            if count >= opts.min_offset_pixels:
-                pick = sampled[r0:r1, c0:c1]
-                if int(pick.sum()) < 8:
-                    pick = block
-                x = aux[:, r0:r1, c0:c1][:, pick]
-                y = target[:, r0:r1, c0:c1][:, pick]
-                g, o, k = _fit_samples(x, y, count, opts)
-            else:
-                g, o, k = window_level()
-            gains[:, i, j], offsets[:, i, j], kinds[:, i, j] = g, o, k
-    # blocks no needed pixel depends on keep the identity: their interpolation weight is 0 there
-    counts = {name: int((kinds == code).sum()) for code, name in enumerate(FIT_KINDS)}
-    wr, wc = lat_r.weights[box[0]], lat_c.weights[box[1]]
-    gain_field = np.einsum("hi,cij,wj->chw", wr, gains, wc, optimize=True).astype(np.float32)
-    offset_field = np.einsum("hi,cij,wj->chw", wr, offsets, wc, optimize=True).astype(np.float32)
-    return gain_field, offset_field, counts
-
-
-# --------------------------------------------------------------------------- blending
-def _blend(out: np.ndarray, matched: np.ndarray, region: np.ndarray, reference: np.ndarray,
-           usable: np.ndarray, opts: FillOptions) -> None:
-    """Residual feathering of ``region`` (filled from one date) against ``reference`` pixels, in place.
-
-    All arrays cover the same part of the window, with a margin of at least
-    :func:`_blend_margin` px around ``region``."""
-    feather, ring_px, sigma = opts.feather_px, opts.ring_px, opts.feather_sigma
-    reg, ref = region, reference
-    if not ref.any():
-        return
-    near_region = ndimage.distance_transform_edt(~reg) <= ring_px
-    ring = ref & usable & near_region
-    if not ring.any():
-        return
-    dist = ndimage.distance_transform_edt(~ref)
-    zone = reg & (dist <= feather)
-    if not zone.any():
-        return
-    den = ndimage.gaussian_filter(ring.astype(np.float64), sigma, mode="constant", cval=0.0)
-    zone &= den > 1e-4
-    weight = np.clip((feather + 1.0 - dist[zone]) / feather, 0.0, 1.0)
-    o, m = out, matched
-    for b in range(out.shape[0]):
-        resid = np.where(ring, o[b].astype(np.float64) - m[b], 0.0)
-        resid = np.nan_to_num(resid, nan=0.0)
-        num = ndimage.gaussian_filter(resid, sigma, mode="constant", cval=0.0)
-        o[b][zone] += (weight * num[zone] / den[zone]).astype(np.float32)
-
-
-def _blend_margin(opts: FillOptions) -> int:
-    return opts.feather_px + opts.ring_px + int(math.ceil(4 * opts.feather_sigma)) + 2
-
-
-def _bounding_box(region: np.ndarray, margin: int) -> Tuple[slice, slice]:
-    rows = np.flatnonzero(region.any(axis=1))
-    cols = np.flatnonzero(region.any(axis=0))
-    h, w = region.shape
-    return (slice(max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin)),
-            slice(max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin)))
-
-
-def seam_step(image: np.ndarray, region: np.ndarray, outside: Optional[np.ndarray] = None) -> float:
-    """Mean absolute step across the border of ``region``.
-
-    The mean, over bands and over the 4-neighbour pixel pairs with one pixel in ``region`` and
-    the other outside it (and in ``outside`` when given), both finite, of ``|image[p] - image[q]|``.
-    NaN when there is no such pair.
-    """
-    img = np.asarray(image, dtype=np.float64)
-    img = img[None] if img.ndim == 2 else img
-    reg = np.asarray(region, dtype=bool)
-    out = ~reg if outside is None else (np.asarray(outside, dtype=bool) & ~reg)
-    total, count = 0.0, 0
-    for axis in (1, 2):
-        a = [slice(None)] * 3
-        b = [slice(None)] * 3
-        a[axis], b[axis] = slice(None, -1), slice(1, None)
-        ra, rb = reg[tuple(a[1:])], reg[tuple(b[1:])]
-        oa, ob = out[tuple(a[1:])], out[tuple(b[1:])]
-        pairs = (ra & ob) | (oa & rb)
-        diff = np.abs(img[tuple(a)] - img[tuple(b)])[:, pairs]
-        diff = diff[:, np.isfinite(diff).all(axis=0)]
-        total += float(diff.sum())
-        count += diff.size
-    return total / count if count else float("nan")
 
 
 # --------------------------------------------------------------------------- main entry
@@ -520,7 +332,8 @@ def timeseries_fill(target: np.ndarray, target_mask: np.ndarray, target_date: Da
     shadow; ``auxiliaries``: :class:`Acquisition` objects on the same grid and bands, in any
     order (their position gives the source codes). ``fallback``: ``f(image, mask) -> image`` for
     the pixels clear on no date (None: leave them NaN). ``halo``: px on each side of the arrays
-    that are context only; the result is cropped to the core. ``origin``: scene (row, col) of the
+    that are context only (one number, or (top, bottom, left, right) where a window meets the scene
+    border); the result is cropped to the core. ``origin``: scene (row, col) of the
     top-left array pixel, anchoring the fit blocks. Raises :class:`InputError` on inconsistent
     inputs and :class:`Cancelled` when ``monitor`` says so.
     """
@@ -529,14 +342,14 @@ def timeseries_fill(target: np.ndarray, target_mask: np.ndarray, target_date: Da
     tgt = _as_image(target, "target")
     c, h, w = tgt.shape
     tmask = _as_mask(target_mask, (h, w), "target")
-    halo = int(halo)
-    if halo < 0 or 2 * halo >= min(h, w):
+    top, bottom, left, right = _halo_sides(halo)
+    if min(top, bottom, left, right) < 0 or top + bottom >= h or left + right >= w:
         raise InputError(f"halo of {halo} px does not leave a core window in an array of {h} x {w} px")
     auxiliaries = list(auxiliaries)
     if len(auxiliaries) > MAX_AUXILIARY:
         raise InputError(f"{len(auxiliaries)} auxiliary dates given; at most {MAX_AUXILIARY} fit the uint8 source codes")
     t_day, _ = _day_number(target_date, "target")
-    images, usable, days, iso = [], [], [], []
+    images, usable, days, iso, scene_fits = [], [], [], [], []
     for n, acq in enumerate(auxiliaries, start=1):
         role = f"auxiliary date {n}"
         img = _as_image(acq.image, role)
@@ -546,6 +359,7 @@ def timeseries_fill(target: np.ndarray, target_mask: np.ndarray, target_date: Da
         m = _as_mask(acq.mask, (h, w), role)
         d, s = _day_number(acq.date, role)
         images.append(img)
+        scene_fits.append(_scene_fit(acq.scene_fit, c, role))
         usable.append(~m & np.isfinite(img).all(axis=0))
         days.append(d - t_day)
         iso.append(s)
@@ -563,14 +377,15 @@ def timeseries_fill(target: np.ndarray, target_mask: np.ndarray, target_date: Da
     out[:, to_fill] = np.nan
 
     remaining = to_fill.copy()
+    unreached = np.zeros((h, w), bool)
     for i in ranked:
         take_here = remaining & usable[i]
         source[take_here] = i + 1
         remaining &= ~take_here
 
-    lat_r = _Lattice(h, int(origin[0]), opts.block_step, opts.block_size)
-    lat_c = _Lattice(w, int(origin[1]), opts.block_step, opts.block_size)
-    grid = _sample_grid((h, w), (int(origin[0]), int(origin[1])), opts.fit_stride)
+    lat_r = Lattice(h, int(origin[0]), opts.block_step, opts.block_size)
+    lat_c = Lattice(w, int(origin[1]), opts.block_step, opts.block_size)
+    grid = sample_grid((h, w), (int(origin[0]), int(origin[1])), opts.fit_stride)
     reference = observed.copy()
     fit_counts: Dict[int, Dict[str, int]] = {}
     used = [i for i in ranked if (source == i + 1).any()]
@@ -579,14 +394,15 @@ def timeseries_fill(target: np.ndarray, target_mask: np.ndarray, target_date: Da
         region = source == i + 1
         needed = ndimage.binary_dilation(region, iterations=opts.ring_px + 1) if opts.feather_px else region
         common = observed & usable[i]
-        box = _bounding_box(region, _blend_margin(opts) if opts.feather_px else 0)
-        gain, offset, counts = _match_fields(tgt, images[i], common, needed, lat_r, lat_c, grid, opts, box)
+        box = bounding_box(region, blend_margin(opts) if opts.feather_px else 0)
+        gain, offset, counts = match_fields(tgt, images[i], common, needed, lat_r, lat_c, grid, opts, box,
+                                            scene_fits[i])
         fit_counts[i] = counts
         matched = gain * images[i][(slice(None),) + box] + offset
         out_box, region_box = out[(slice(None),) + box], region[box]
         out_box[:, region_box] = matched[:, region_box]
         if opts.feather_px > 0:
-            _blend(out_box, matched, region_box, reference[box], usable[i][box], opts)
+            blend(out_box, matched, region_box, reference[box], usable[i][box], opts)
         reference |= region
         monitor.progress(90.0 * (step_no + 1) / max(1, len(used)))
 
@@ -598,7 +414,11 @@ def timeseries_fill(target: np.ndarray, target_mask: np.ndarray, target_date: Da
         monitor.check()
         context_missing = remaining | ~np.isfinite(out).all(axis=0)
         work = np.where(context_missing[None], np.float32(0.0), out).astype(np.float32)
-        result = np.asarray(fallback(work, context_missing), dtype=np.float32)
+        result = fallback(work, context_missing)
+        reached = None
+        if isinstance(result, tuple):
+            result, reached = result
+        result = np.asarray(result, dtype=np.float32)
         if result.shape != tgt.shape:
             raise InputError(f"the fallback returned an array of shape {result.shape}, expected {tgt.shape}")
         values = result[:, remaining]
@@ -609,9 +429,11 @@ def timeseries_fill(target: np.ndarray, target_mask: np.ndarray, target_date: Da
         rr, cc = rr[ok], cc[ok]
         out[:, rr, cc] = values[:, ok]
         source[rr, cc] = SOURCE_FALLBACK
+        if reached is not None:
+            unreached = (source == SOURCE_FALLBACK) & ~np.asarray(reached, bool)
     monitor.progress(100.0)
 
-    core = (slice(halo, h - halo), slice(halo, w - halo))
+    core = (slice(top, h - bottom), slice(left, w - right))
     src = source[core]
     fill_core = to_fill[core]
     per_date = []
@@ -624,8 +446,8 @@ def timeseries_fill(target: np.ndarray, target_mask: np.ndarray, target_date: Da
     n_fallback = int((src == SOURCE_FALLBACK).sum())
     stats = FillStats(pixels=int(src.size), observed_pixels=int((src == SOURCE_OBSERVED).sum()),
                       to_fill_pixels=int(fill_core.sum()), filled_from_dates=from_dates,
-                      fallback_pixels=n_fallback,
+                      fallback_pixels=n_fallback, unreached_pixels=int(unreached[core].sum()),
                       unfilled_pixels=int((fill_core & (src == SOURCE_NODATA)).sum()),
                       nodata_pixels=int((src == SOURCE_NODATA).sum()), per_date=per_date)
     return FillResult(image=np.ascontiguousarray(out[(slice(None),) + core]), source=np.ascontiguousarray(src),
-                      stats=stats)
+                      stats=stats, unreached=np.ascontiguousarray(unreached[core]))

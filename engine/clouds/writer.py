@@ -1,5 +1,6 @@
 """Turning predictions into the output: reflectance back to the input's digital numbers, clear pixels
-kept, nodata written where the input has none, band descriptions, one rectangle at a time."""
+kept, nodata written where the input has none, band descriptions, one rectangle at a time; and the
+observed codes of each rectangle (:mod:`.observed`) into the companion raster."""
 from __future__ import annotations
 
 from typing import List, Optional
@@ -10,6 +11,7 @@ from rasterio.windows import Window
 from ...models.scaling import unscale_s2
 from ..io.raster import declared_nodata
 from .inputs import MaskSource
+from .observed import ObservedCounts, single_image_codes
 from .report import TileStats
 from .scene import S2Scene
 
@@ -31,8 +33,9 @@ def to_output_dtype(values: np.ndarray, dtype: str, fill_value) -> np.ndarray:
     return out
 
 
-def band_descriptions(scene: S2Scene, layout, spec_name: str) -> List[str]:
-    """One description per output band: predicted by ``spec_name``, or copied from the input."""
+def band_descriptions(scene: S2Scene, layout, spec_name: str, from_fill: bool = False) -> List[str]:
+    """One description per output band: predicted by ``spec_name``, or copied from the input (``from_fill``:
+    from the fill, for the networks that start from it)."""
     predicted = set(layout.output)
     out = []
     for i, name in enumerate(scene.output_names):
@@ -41,7 +44,8 @@ def band_descriptions(scene: S2Scene, layout, spec_name: str) -> List[str]:
         else:
             original = scene.input_descriptions[i] if i < len(scene.input_descriptions) else None
             label = original or name
-            out.append(f"{label}, copied from the input (not predicted by {spec_name})")
+            source = "filled from the surroundings inside the mask" if from_fill else "copied from the input"
+            out.append(f"{label}, {source} (not predicted by {spec_name})")
     return out
 
 
@@ -54,8 +58,15 @@ class OutputWriter:
     """
 
     def __init__(self, scene: S2Scene, layout, scaling: str, mask_source: Optional[MaskSource], keep_clear: bool,
-                 dst, stats: TileStats) -> None:
+                 dst, stats: TileStats, observed=None, coder=None, base=None) -> None:
+        """``observed``: the dataset of the observed codes (None: not written); ``coder(window, valid,
+        cloud) -> codes`` computes them (:func:`~.observed.single_image_codes` without one); ``base``: where
+        bands the network does not predict come from (default the scene; the fill for fill-prior networks)."""
         self.scene = scene
+        self.observed = observed
+        self.coder = coder
+        self.base = base if base is not None else scene
+        self.counts = ObservedCounts()
         self.scaling = scaling
         self.mask_source = mask_source
         self.keep_clear = keep_clear
@@ -71,7 +82,7 @@ class OutputWriter:
         scene = self.scene
         rows, cols = values.shape[1], values.shape[2]
         window = (row0, col0, rows, cols)
-        raw, valid_bands = scene.read_output_raw(window)
+        raw, valid_bands = self.base.read_output_raw(window)
         valid = valid_bands[self.checked_index].all(axis=0) & np.isfinite(values).all(axis=0)
         cloud = self.mask_source.read(window) if self.mask_source is not None else None
         keep = (valid & ~cloud) if (self.keep_clear and cloud is not None) else None
@@ -90,3 +101,9 @@ class OutputWriter:
         if keep is not None:
             self.stats.kept += int(keep.sum())
         self.dst.write(out, window=Window(col0, row0, cols, rows))
+        if self.observed is not None:
+            masked = (cloud & valid) if cloud is not None else None
+            codes = (self.coder(window, valid, masked) if self.coder is not None
+                     else single_image_codes(valid, masked))
+            self.counts.add(codes)
+            self.observed.write(codes[None], window=Window(col0, row0, cols, rows))

@@ -12,5 +12,7 @@ Entry points, each taking one request (:mod:`.requests`): :func:`.ndsi.compute_n
 * :mod:`.threshold` and :mod:`.lis` the two methods; :mod:`.fsc` fractional snow cover;
   :mod:`.output` writing the map; :mod:`.results` what a run returns;
 * :mod:`.areas` pixel and class areas; :mod:`.statistics` the figures of a snow map;
-  :mod:`.duration` snow cover duration from a series of snow maps.
+  :mod:`.duration` snow cover duration from a series of snow maps; :mod:`.series` a season from
+  several Sentinel-2 dates (:func:`.series.snow_series`: dates from :mod:`.dates`, the per-date
+  table and chart from :mod:`.chart`).
 """

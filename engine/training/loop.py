@@ -186,9 +186,7 @@ def _train(config: TrainConfig, data: DataArg, monitor: Monitor, val_data: Optio
 
     _seed_everything(config.seed)  # weights do not depend on how much randomness the data set-up used
     trainer = Trainer(config, val_ds, device, monitor)
-    ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
-    if ckpt_dir is not None:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None  # created by the first checkpoint
     batches_per_epoch = math.ceil(len(train_ds) / config.batch_size)
     steps_per_epoch = min(batches_per_epoch, config.steps_per_epoch) if config.steps_per_epoch else batches_per_epoch
     run = _Run(config, trainer, device, train_ds, val_ds, data_info, test_samples, ckpt_dir, steps_per_epoch)
@@ -304,11 +302,36 @@ def _run_epoch(run: _Run, epoch: int, monitor: Monitor, progress: _StepProgress)
     monitor.message(_epoch_message(record, run.config.epochs))
     if run.checkpoint_dir is not None:
         card = _card(run, time.perf_counter() - run.started)
-        ckpt.save_model(run.checkpoint_dir / "last", run.trainer.model, card)
-        ckpt.save_training_state(run.checkpoint_dir / "last",
-                                 run.trainer.training_state(epoch, run.steps, run.history, run.best))
-        if improved:
-            ckpt.save_model(run.checkpoint_dir / "best", run.trainer.model, card)
+        made = _make_folders(run.checkpoint_dir)
+        try:
+            ckpt.save_model(run.checkpoint_dir / "last", run.trainer.model, card)
+            ckpt.save_training_state(run.checkpoint_dir / "last",
+                                     run.trainer.training_state(epoch, run.steps, run.history, run.best))
+            if improved:
+                ckpt.save_model(run.checkpoint_dir / "best", run.trainer.model, card)
+        except BaseException:
+            _remove_if_empty(made)  # a first checkpoint that could not be written leaves no empty folder
+            raise
+
+
+def _make_folders(folder: Path) -> List[Path]:
+    """Create ``folder`` (and its missing parents); the folders this created, outermost first."""
+    missing: List[Path] = []
+    p = folder
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+def _remove_if_empty(folders: Sequence[Path]) -> None:
+    """Remove ``folders`` (created by :func:`_make_folders`), innermost first, while they are empty."""
+    for f in reversed(folders):
+        try:
+            f.rmdir()
+        except OSError:
+            break
 
 
 def _epoch_message(record: EpochRecord, epochs: int) -> str:

@@ -40,6 +40,10 @@ from .sample_stacks import read_stack, reference_grid
 
 __all__ = ["augment", "PatchDataset"]
 
+#: Fills of whole samples, by (sample id, cloudy stack, bands): computed once per process and
+#: shared by the datasets of every network trained in it (the fill does not depend on the network).
+_FILLS: Dict[tuple, Tuple[np.ndarray, np.ndarray]] = {}
+
 
 def _band_indices(available: Sequence[str], wanted: Sequence[str], role: str, sample_id: str,
              canonical=lambda x: str(x).upper()) -> List[int]:
@@ -134,6 +138,17 @@ class PatchDataset:
         augmentation_probability: probability of each flip and of the rotation.
         cache: keep every stack in memory after its first read (whole sample), so that later
             crops are cut from memory; for data sets of small patches that fit in RAM.
+        prior: ``"fill"`` for networks that start from the classic fill
+            (:mod:`topoclear.models.fill_prior`): each item also holds ``mask`` (1, H, W), the
+            cloud-or-shadow mask, and ``prior``, the S2 bands filled inside it by
+            :func:`~topoclear.engine.clouds.methods.fill.fill_block` over the **whole sample**
+            (as whole-scene removal fills a scene before its network runs), then cropped and
+            augmented with the rest. Needs the masks; the fill of a sample is kept in memory.
+        mask_errors: with ``prior``, the probability that a training crop also gets false alarms
+            of the mask: smooth blobs (5-30 % of the crop) over pixels the mask calls clear, added
+            to ``mask`` and filled in ``prior`` (from the crop), the target unchanged; a rule-based
+            mask flags bright ground and dark shadows as cloud, and the network learns to keep
+            such pixels as observed instead of trusting the fill there.
     """
 
     def __init__(
@@ -152,6 +167,8 @@ class PatchDataset:
         seed: int = 0,
         augmentation_probability: float = 0.5,
         cache: bool = False,
+        prior: Optional[str] = None,
+        mask_errors: float = 0.0,
     ) -> None:
         if not samples:
             raise InputError("no samples to read (check the manifest's splits)")
@@ -175,6 +192,11 @@ class PatchDataset:
         self.epoch = 0
         self.cache = bool(cache)
         self._cached: Dict[Tuple[str, str], np.ndarray] = {}
+        if prior not in (None, "fill"):
+            raise ValueError(f"prior must be None or 'fill', got {prior!r}")
+        self.prior = prior
+        self.mask_errors = float(mask_errors)
+        self._priors: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
         self.filled_with_zeros: Dict[str, List[str]] = {"s1": [], "terrain": []}
         self._prepared = [self._prepare(s) for s in samples]
         have_masks = all(p.sample.has("cloud_mask") and p.sample.has("shadow_mask") for p in self._prepared)
@@ -186,6 +208,8 @@ class PatchDataset:
                 f"({', '.join(lacking[:5])}); add them to the manifest (write_cloud_shadow_masks computes them "
                 "from Level-1C stacks) or choose the L1 loss")
         self.with_masks = masks != "none" and have_masks
+        if self.prior and not have_masks:
+            raise InputError("a network that starts from the fill needs cloud and shadow masks for every sample")
         self._aspect = None
         for i, b in enumerate(self.terrain_bands):
             if canonical_terrain_name(b) == "aspect":
@@ -304,13 +328,53 @@ class PatchDataset:
             for role in ("cloud_mask", "shadow_mask"):
                 m = self._read(p, role, window, f"sample {s.id}: {role}")[:1]
                 raw[role] = (np.nan_to_num(m, nan=0.0) > 0).astype(np.float32)
+        if self.prior:
+            fill, mask = self._prior_of(p)
+            r, c, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
+            raw["prior"] = fill[:, r:r + h, c:c + w].copy()
+            raw["mask"] = mask[None, r:r + h, c:c + w].astype(np.float32)
         return raw
+
+    def _false_alarms(self, raw: Dict[str, np.ndarray], rng: np.random.Generator) -> None:
+        """Add false alarms to the crop's mask and fill them (see ``mask_errors``)."""
+        from ..clouds.methods.fill import fill_block
+        from .synthetic_clouds import fractal_field
+
+        mask = raw["mask"][0] > 0.5
+        shape = mask.shape
+        field_ = fractal_field(shape, rng, 3.0, float(rng.uniform(16.0, 64.0)))
+        extra = (field_ > np.quantile(field_, 1.0 - rng.uniform(0.05, 0.30))) & ~mask
+        if not extra.any() or (mask | extra).all():
+            return
+        cloudy = raw["s2"]
+        filled, _ = fill_block(cloudy, mask | extra, np.ones(shape, bool))
+        raw["prior"] = np.where(extra[None], filled, raw["prior"]).astype(np.float32)
+        raw["mask"] = (mask | extra)[None].astype(np.float32)
+
+    def _prior_of(self, p: _Prepared) -> Tuple[np.ndarray, np.ndarray]:
+        """The fill of the model's S2 bands over the whole sample, and the mask it filled."""
+        from ..clouds.methods.fill import fill_block
+
+        key = (p.sample.id, p.sample.stacks["cloudy"].paths, tuple(p.s2_index))
+        if key in _FILLS:
+            return _FILLS[key]
+        if key not in self._priors:
+            s = p.sample
+            whole = Window(0, 0, p.grid.width, p.grid.height)
+            cloudy = self._read(p, "cloudy", whole, f"sample {s.id}: cloudy image")[p.s2_index] + s.s2_offset
+            mask = np.zeros((p.grid.height, p.grid.width), bool)
+            for role in ("cloud_mask", "shadow_mask"):
+                mask |= np.nan_to_num(self._read(p, role, whole, f"sample {s.id}: {role}")[0], nan=0.0) > 0
+            valid = np.isfinite(cloudy).all(axis=0)
+            fill, _ = fill_block(np.nan_to_num(cloudy), mask, valid)
+            self._priors[key] = _FILLS[key] = (fill, mask & valid)
+        return self._priors[key]
 
     def _scaled(self, raw: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """The model's inputs and target from a crop's stacks (zeros for an input the sample lacks)."""
         size = self.patch_size
         item: Dict[str, np.ndarray] = {}
-        for key in ("s2", "cloudy"):
+        for key in ("s2", "cloudy", "prior"):
             if key in raw:
                 item[key] = _finite(scale_s2(raw[key], self.scaling))
         item["target"] = _finite(scale_s2(raw["target"], self.scaling))
@@ -328,11 +392,15 @@ class PatchDataset:
         if self.with_masks:
             item["cloud_mask"] = raw["cloud_mask"]
             item["shadow_mask"] = raw["shadow_mask"]
+        if "mask" in raw:
+            item["mask"] = np.ascontiguousarray(raw["mask"], dtype=np.float32)
         return item
 
     def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
         p, window, rng = self._locate(int(index))
         raw = self._read_crop(p, window)
+        if rng is not None and self.prior and self.mask_errors > 0 and rng.random() < self.mask_errors:
+            self._false_alarms(raw, rng)
         if rng is not None and self.augmentation_probability > 0:
             raw = augment(raw, rng, self._aspect if "terrain" in raw else None, self.augmentation_probability)
         item = self._scaled(raw)

@@ -59,6 +59,7 @@ __all__ = [
     "fractal_field",
     "random_parameters",
     "add_synthetic_clouds",
+    "cloud_optics",
     "write_synthetic_pair",
 ]
 
@@ -267,9 +268,20 @@ def add_synthetic_clouds(
     shadow = p.shadow_strength * shadow_alpha
     brightness = 1.0 + p.brightness_variation * texture[pad_y:pad_y + h, pad_x:pad_x + w]
 
+    return cloud_optics(clear, band_names, opacity, shadow, brightness, p, seed, reflectance_scale)
+
+
+def cloud_optics(clear: np.ndarray, band_names: Sequence[str], opacity: np.ndarray, shadow: np.ndarray,
+                 brightness: np.ndarray, parameters: CloudParameters, seed: Optional[int] = None,
+                 reflectance_scale: float = 10000.0) -> SyntheticClouds:
+    """Steps 3 and 4 of the module notes on given fields: darken ``clear`` (C, H, W) by ``shadow``
+    (H, W, 0-1, times the band factors), blend towards :data:`CLOUD_SPECTRUM` x ``brightness`` with
+    ``opacity`` (H, W, 0-1), and derive the masks with ``parameters.mask_threshold``. Shared by the
+    fractal clouds here and the real cloud shapes of :mod:`.real_shape_clouds`."""
+    p = parameters
     cloud_values = np.array([CLOUD_SPECTRUM.get(str(b).upper(), DEFAULT_CLOUD_REFLECTANCE) for b in band_names])
     factors = np.array([SHADOW_BAND_FACTORS.get(str(b).upper(), 1.0) for b in band_names])
-    clear_f = clear.astype(np.float64)
+    clear_f = np.asarray(clear).astype(np.float64)
     shadowed = clear_f * (1.0 - shadow[None] * factors[:, None, None])
     cloud = cloud_values[:, None, None] * reflectance_scale * brightness[None]
     cloudy = (1.0 - opacity[None]) * shadowed + opacity[None] * cloud
@@ -281,8 +293,8 @@ def add_synthetic_clouds(
         cloudy=cloudy.astype(out_dtype),
         cloud_mask=cloud_mask,
         shadow_mask=shadow_mask,
-        opacity=opacity.astype(np.float32),
-        shadow=shadow.astype(np.float32),
+        opacity=np.asarray(opacity, np.float32),
+        shadow=np.asarray(shadow, np.float32),
         parameters=p,
         seed=seed,
         band_names=tuple(band_names),

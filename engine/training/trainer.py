@@ -52,7 +52,12 @@ def _build_optimizer(name: str, params, lr: float, betas, weight_decay: float) -
 
 
 def _model_inputs(batch: Mapping[str, torch.Tensor], layout) -> Dict[str, torch.Tensor]:
-    return {name: batch[name] for name in layout.inputs}
+    """The model's inputs of a batch; the mask and the fill too for networks that start from the fill."""
+    out = {name: batch[name] for name in layout.inputs}
+    for extra in ("mask", "prior"):
+        if extra in batch:
+            out[extra] = batch[extra]
+    return out
 
 
 def _pixel_loss(loss_fn, name: str, pred, batch) -> torch.Tensor:

@@ -28,6 +28,16 @@ PAPER_DEFAULTS: Dict[str, Dict[str, Any]] = {
                     betas=(0.9, 0.999), epochs=None,
                     source="Meraner et al., ISPRS J. 2020, section 3.5: Adam with Nesterov momentum, lr 7e-5, batch "
                            "16, CARL (lambda 1), random rotations and flips"),
+    "unet_fill": dict(lr=2e-4, batch_size=8, loss="l1", loss_params={}, optimizer="adam", betas=(0.9, 0.999),
+                      epochs=150, source="the baseline UNet's settings (Boumahdi et al. 2025, section IV-A): Adam lr "
+                                         "2e-4, batch 8, L1 (on the masked pixels: elsewhere the output is fixed)"),
+    "crt_unet_fill": dict(lr=2e-4, batch_size=8, loss="l1", loss_params={}, optimizer="adam", betas=(0.9, 0.999),
+                          epochs=150, source="CRT-UNet's settings (Boumahdi et al. 2025, section IV-A): Adam lr 2e-4, "
+                                             "batch 8, L1 (on the masked pixels: elsewhere the output is fixed)"),
+    "dsen2cr_fill": dict(lr=7e-5, batch_size=16, loss="carl", loss_params={"lam": 1.0}, optimizer="nadam",
+                         betas=(0.9, 0.999), epochs=None,
+                         source="DSen2-CR's settings (Meraner et al. 2020, section 3.5): Nadam lr 7e-5, batch 16, "
+                                "CARL (lambda 1)"),
     "sar2opt_gan": dict(lr=2e-4, batch_size=32, loss="cgan",
                         loss_params={"adv_weight": 1.0, "l1_weight": 100.0, "ssim_weight": 100.0},
                         optimizer="adam", betas=(0.5, 0.999), epochs=None,
@@ -94,6 +104,8 @@ class TrainConfig:
         deterministic: on CUDA, ask cuDNN for deterministic algorithms.
         cache_data: keep the training and validation stacks in memory after their first read
             (small patch data sets; see :class:`~topoclear.engine.training.patch_dataset.PatchDataset`).
+        mask_errors: networks that start from the fill: probability of false alarms of the mask in
+            a training crop (``PatchDataset(mask_errors=...)``).
         description: free text for the model card.
     """
 
@@ -129,6 +141,7 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     deterministic: bool = False
     cache_data: bool = False
+    mask_errors: float = 0.0
     description: str = ""
 
     def resolved(self) -> "TrainConfig":

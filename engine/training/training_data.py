@@ -8,7 +8,7 @@ import numpy as np
 
 from ...models.registry import get_spec
 from ..errors import InputError
-from .manifest import Manifest, PatchSample, load_manifest
+from .manifest import Manifest, PatchSample, check_sample_files, load_manifest
 from .patch_dataset import PatchDataset
 from .training_config import MASK_LOSSES, TrainConfig
 
@@ -31,14 +31,21 @@ def _samples_of(data: DataArg) -> Tuple[List[PatchSample], dict]:
     return samples, {"manifest": None, "description": "samples given in memory"}
 
 
+def _roles_read(common: dict) -> List[str]:
+    """The stacks of a sample that a run reads (their files are checked before it starts)."""
+    roles = (["cloudy"] if common["s2_bands"] else []) + ["target"]
+    roles += [role for role, key in (("s1", "s1_bands"), ("terrain", "terrain_bands")) if common[key]]
+    return roles + ["cloud_mask", "shadow_mask"]
+
+
 def training_datasets(config: TrainConfig, layout, data: DataArg, val_data: Optional[DataArg]):
     """Training and validation :class:`PatchDataset`, what the card says of the data, and the test samples."""
     spec = get_spec(config.model)
-    masks = "required" if config.loss in MASK_LOSSES else "optional"
+    masks = "required" if config.loss in MASK_LOSSES or spec.prior else "optional"
     s2 = layout.s2 if "s2" in layout.inputs else ()
     common = dict(s2_bands=s2, output_bands=layout.output, s1_bands=layout.s1, terrain_bands=layout.terrain,
                   scaling=spec.scaling, patch_size=config.patch_size, masks=masks,
-                  missing_inputs=config.missing_inputs, seed=config.seed, cache=config.cache_data)
+                  missing_inputs=config.missing_inputs, seed=config.seed, cache=config.cache_data, prior=spec.prior)
     info: dict = {}
     if isinstance(data, PatchDataset):
         train_ds = data
@@ -48,6 +55,7 @@ def training_datasets(config: TrainConfig, layout, data: DataArg, val_data: Opti
             return train_ds, None, info, test
     else:
         samples, info = _samples_of(data)
+        check_sample_files([s for s in samples if s.split != "exclude"], _roles_read(common), info.get("manifest"))
         if val_data is None:
             parts = split_samples(samples, config.val_fraction, config.test_fraction, config.seed)
         else:
@@ -56,7 +64,8 @@ def training_datasets(config: TrainConfig, layout, data: DataArg, val_data: Opti
         if not parts["train"]:
             raise InputError("no training samples (every sample is in the val, test or exclude split)")
         train_ds = PatchDataset(parts["train"], training=True, crops_per_sample=config.crops_per_sample,
-                                augmentation_probability=0.5 if config.augment else 0.0, **common)
+                                augmentation_probability=0.5 if config.augment else 0.0,
+                                mask_errors=config.mask_errors, **common)
         test = parts["test"]
         if val_data is None:
             val_ds = PatchDataset(parts["val"], training=False, crops_per_sample=config.val_crops, **common) \
@@ -67,6 +76,7 @@ def training_datasets(config: TrainConfig, layout, data: DataArg, val_data: Opti
         return train_ds, val_data, info, test
     val_samples, val_info = _samples_of(val_data)
     val_samples = [s for s in val_samples if s.split != "exclude"]
+    check_sample_files(val_samples, _roles_read(common), val_info.get("manifest"))
     info["val_manifest"] = val_info.get("manifest")
     return train_ds, PatchDataset(val_samples, training=False, crops_per_sample=config.val_crops, **common), info, test
 
