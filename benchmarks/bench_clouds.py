@@ -24,8 +24,10 @@ through ``run_cloud_removal`` with a cloud mask (the real rule-based mask of 19_
 cloud or shadow, mirrored like the bands): ``fill`` (the fill from the surroundings),
 ``auto-s2`` / ``auto-s1`` / ``auto-s1-dem`` (what Automatic runs for Sentinel-2 alone, with
 Sentinel-1, with Sentinel-1 and a DEM) and any shipped weights file by its name (e.g.
-``unet_fill_nosar``). The full-tile time of a crop is extrapolated by pixels; ``--crops 10980``
-measures the full tile itself.
+``unet_fill_nosar``). The full-tile time of a crop is extrapolated linearly: the fill (the first pass of
+the networks from the fill) by pixels, the network by the tiles the full tile needs with the same
+tiling; ``--crops 10980`` measures the full tile itself. ``TOPOCLEAR_ONNX=0`` keeps the CPU on PyTorch
+(ONNX Runtime against PyTorch end to end); ``--onnx-compare NAME`` times one tile both ways.
 
     .venv/bin/python benchmarks/bench_clouds.py --models "" --methods fill,auto-s2,auto-s1-dem --crops 2048
     nice -n 5 .venv/bin/python benchmarks/bench_clouds.py --models "" --methods auto-s2 --crops 10980
@@ -181,9 +183,19 @@ def run_method(args) -> dict:
         os.remove(path)
     pixels = report.width * report.height
     ran = next((m for m in report.messages if m.startswith("Automatic")), report.model)
+    # the full tile: the fill (first pass or the whole method) scales with the pixels, the network with the tiles
+    first = next((m for m in report.messages if m.startswith("First pass done in ")), None)
+    fill_s = float(first.split()[4]) if first else (seconds if report.method == "fill" else 0.0)
+    full_tiles, net_full_s = report.tiles, 0.0
+    if report.method != "fill" and report.tiles:
+        from topoclear.engine.clouds.tiling import TilePlan
+
+        full_tiles = len(TilePlan(FULL_TILE, FULL_TILE, report.tile[0], report.overlap, 1, report.mode))
+        net_full_s = (seconds - fill_s) / report.tiles * full_tiles
     return {"model": name, "ran": ran, "crop": args.crop, "device": report.device, "seconds": seconds,
             "mpx_per_s": pixels / 1e6 / seconds, "full_tile_s": FULL_TILE ** 2 / (pixels / seconds),
-            "full_tile_s_by_tiles": FULL_TILE ** 2 / (pixels / seconds), "full_tile_tiles": report.tiles,
+            "fill_s": fill_s, "network_s": seconds - fill_s,
+            "full_tile_s_by_tiles": fill_s * FULL_TILE ** 2 / pixels + net_full_s, "full_tile_tiles": full_tiles,
             "tiles": report.tiles, "tile": list(report.tile), "overlap": report.overlap, "mode": report.mode,
             "batch": report.batch_size, "amp": report.amp, "peak_rss_mib": peak_rss_mib(),
             "rss_before_run_mib": baseline, "peak_gpu_gib": (report.peak_device_memory or 0) / 2 ** 30,

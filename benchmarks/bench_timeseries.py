@@ -9,8 +9,8 @@ engine's raster method, so the detector's cost is not in the figures). Files are
 strips, under ``--workdir`` (default ``benchmarks/out/timeseries``) and reused.
 
 Each part runs in its own process (``remove_clouds_timeseries``, the path of the Processing
-algorithm) and reports the run time, the megapixels per second and the peak resident memory of
-the process (VmHWM):
+algorithm) and reports the run time, the CPU time of the process (all its threads), the megapixels
+per second and the peak resident memory of the process (VmHWM):
 
 * ``fill``: the time-series fill over the whole ``--size`` scene;
 * ``camtcr``: CA-MTCR (the shipped compact weights, else the compact architecture with random weights:
@@ -133,13 +133,14 @@ def run_part(part: str, info: dict, out: Path, camtcr_size: int, threads: int) -
             masks = [_crop(p, camtcr_size, out) for p in masks]
             size = camtcr_size
         weights = _camtcr_weights(out)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     report = remove_clouds_timeseries(TimeSeriesRequest(
         target=target, auxiliary=aux, output=str(out / f"{part}_out.tif"), source_output=str(out / f"{part}_src.tif"),
         mask=mask, masks=masks, method=method, weights=weights,
         inference=InferenceOptions(tile=256, overlap=64, device="cpu")))
-    seconds = time.perf_counter() - start
-    return {"part": part, "size": size, "seconds": round(seconds, 1), "mpx_per_s": round(size * size / 1e6 / seconds, 3),
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return {"part": part, "size": size, "seconds": round(seconds, 1), "cpu_s": round(cpu, 1),
+            "load_average_1min": round(os.getloadavg()[0], 2), "mpx_per_s": round(size * size / 1e6 / seconds, 3),
             "full_tile_s": round(seconds * (10980 * 10980) / (size * size), 0), "peak_rss_gb": round(_vmhwm() / 2**30, 2),
             "windows": report.windows, "window": report.window, "halo": report.halo,
             "real_fraction": report.real_fraction, "cloud_percent": round(100 * report.cloud_pixels /

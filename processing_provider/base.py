@@ -264,7 +264,8 @@ class TopoClearAlgorithm(ParameterChecks, QgsProcessingAlgorithm):
 
     def failure_message(self, exc: BaseException) -> str:
         """The message of a failed run (see :func:`~topoclear.qgis_common.errors.user_message`)."""
-        return user_message(exc, getattr(self, "_named_paths", None), getattr(self, "_output_paths", None))
+        return self.option_named(user_message(exc, getattr(self, "_named_paths", None),
+                                              getattr(self, "_output_paths", None)), exc)
 
     @staticmethod
     def style_output(context, output_path: str, style: str, layer_name: Optional[str] = None) -> None:

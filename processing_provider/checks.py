@@ -28,6 +28,11 @@ from ..engine.io.raster import check_complete
 from ..qgis_common.log import failing_run
 
 
+#: Options of an engine request that an engine error can be about (its ``option`` attribute, e.g. a
+#: :class:`~topoclear.engine.clouds.tiling_defaults.TilingError`) and the parameters that set them.
+OPTION_PARAMETERS = {"tile": "TILE_SIZE", "overlap": "OVERLAP"}
+
+
 def guarded(method):
     """``processAlgorithm`` turning any exception into one Processing error (no traceback for the user)."""
 
@@ -81,6 +86,20 @@ def is_dynamic(value) -> bool:
     from qgis.core import QgsProperty
 
     return isinstance(value, QgsProperty)
+
+
+def sink_destination(value, context) -> str:
+    """The destination a table or vector output names, as given ('' for a temporary output), without
+    registering anything in ``context``."""
+    from qgis.core import QgsProcessingOutputLayerDefinition, QgsProperty
+
+    if isinstance(value, QgsProcessingOutputLayerDefinition):
+        value = value.sink
+    if isinstance(value, QgsProperty):
+        value = value.valueAsString(context.expressionContext())
+        value = value[0] if isinstance(value, tuple) else value
+    text = str(value or "")
+    return "" if text == "TEMPORARY_OUTPUT" else text
 
 
 def layer_file(value, context) -> Optional[str]:
@@ -164,6 +183,14 @@ class ParameterChecks:
                                 "never writes where its inputs are: choose another (new or empty) folder")
         return None
 
+    def option_named(self, message: str, exc: BaseException) -> str:
+        """``message`` prefixed with the parameter that set the engine option ``exc`` is about, where the
+        algorithm has that parameter (see :data:`OPTION_PARAMETERS`)."""
+        key = OPTION_PARAMETERS.get(getattr(exc, "option", None))
+        if key and self.parameterDefinition(key) is not None and not message.startswith(f"{key}:"):
+            return f"{key}: {message}"
+        return message
+
     def parameter_problem(self, parameters, context) -> Optional[str]:
         """Why a parameter value cannot be used (the first one found), or None."""
         for definition in self.parameterDefinitions():
@@ -189,6 +216,24 @@ class ParameterChecks:
                 problem = None
             if problem:
                 return problem
+        return self._tiling_problem(parameters)
+
+    def _tiling_problem(self, parameters) -> Optional[str]:
+        """Why the tile overlap cannot fit in the tile size, both as given (the engine checks them again
+        against the model, whose size multiple rounds them up), or None."""
+        tile_key, overlap_key = OPTION_PARAMETERS["tile"], OPTION_PARAMETERS["overlap"]
+        if self.parameterDefinition(tile_key) is None or self.parameterDefinition(overlap_key) is None:
+            return None
+        tile, overlap = parameters.get(tile_key), parameters.get(overlap_key)
+        if any(is_empty(v) or is_dynamic(v) for v in (tile, overlap)):
+            return None
+        try:
+            tile, overlap = int(float(tile)), int(float(overlap))
+        except (TypeError, ValueError):
+            return None
+        if tile > 0 and overlap >= tile:
+            return (f"{overlap_key}: an overlap of {overlap} px is not smaller than the tile size of {tile} px "
+                    f"({tile_key}): choose a smaller overlap or a larger tile")
         return None
 
     def _raster_problem(self, key: str, value, context) -> Optional[str]:
@@ -287,7 +332,9 @@ class ParameterChecks:
         if is_empty(parameters.get(key)):
             return ""
         if isinstance(definition, QgsProcessingParameterFeatureSink):
-            path = self.parameterAsOutputLayer(parameters, key, context) or ""
+            # not parameterAsOutputLayer: it would register a "memory:<name>" layer to load on completion that
+            # no sink ever creates (the dialog then says it was not generated)
+            path = sink_destination(parameters.get(key), context)
         elif isinstance(definition, QgsProcessingParameterFolderDestination):
             path = self.parameterAsString(parameters, key, context) or ""
         else:

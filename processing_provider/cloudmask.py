@@ -15,6 +15,7 @@ from qgis.core import (QgsProcessingOutputNumber, QgsProcessingOutputString, Qgs
 
 from ..engine.clouds.masks.detector import INSTALL_HINT
 from ..qgis_common.cloud_choices import LEVEL_CHOICES, ChoiceError, keys, mask_choices, parse_band_list
+from ..qgis_common.layers import display_name
 from .base import TopoClearAlgorithm
 
 HELP = (
@@ -50,10 +51,28 @@ HELP = (
     "cloud removal.</p>"
     "<p><b>Sentinel-2 input</b>: a band stack (13-band L1C, 12-band L2A, 10-band; band descriptions naming the "
     "bands win over the count), one band file of a product whose bands are separate files, or a product folder "
-    "(.SAFE). <i>Band order</i> (advanced) overrides the detection, e.g. <tt>B2,B3,B4,B8,B11,B12</tt>. Geographic "
+    "(.SAFE). <i>Sentinel-2 band order</i> (advanced) overrides the detection, e.g. <tt>B2,B3,B4,B8,B11,B12</tt>. "
+    "Geographic "
     "grids (EPSG:4326) work: the pixel size in metres is taken at the scene's centre latitude. Whole tiles are "
     "processed window by window in bounded memory (a 10980 x 10980 tile: under 1 GB).</p>"
     "<p><b>Outputs</b>: the mask, CLOUD_PERCENT and SHADOW_PERCENT (of the valid pixels) and METHOD_USED.</p>")
+
+
+#: Tooltip help of the cloudmask parameters.
+MASK_HELP = {
+    "INPUT": "A band stack (13, 12 or 10 bands) or one band file of a product whose bands are separate files.",
+    "SAFE": "Instead of a layer: a Sentinel-2 product folder (.SAFE), its bands found inside.",
+    "METHOD": "How clouds are found; Automatic: the mask raster, else SCL, else the detector, else the rules.",
+    "MASK": "Read by Automatic, SCL and Cloud mask raster: an SCL band, or 0 clear / 2 shadow / other cloud.",
+    "BUFFER": "Clear pixels this close (m) to a cloud or shadow become cloud or shadow (30-100 m is common).",
+    "SCL_CIRRUS": "SCL class 10 (thin cirrus) counts as cloud.",
+    "SCL_SHADOW": "SCL class 3 (cloud shadow) counts as shadow.",
+    "PRODUCT_LEVEL": "The detector's Level-1C or Level-2A model; Automatic: from the product.",
+    "RESOLUTION": "The detector works best at about 30 m; 0 runs it at the image's own resolution.",
+    "THREADS": "CPU threads of the detector (0 = all cores).",
+    "BANDS": "The Sentinel-2 band of each input band, in order (e.g. B2,B3,B4,B8,B11,B12; - skips one).",
+    "OUTPUT": "A Byte GeoTIFF: 0 clear, 1 cloud, 2 cloud shadow, 255 nodata; never an input.",
+}
 
 
 class CloudMaskAlgorithm(TopoClearAlgorithm):
@@ -64,32 +83,38 @@ class CloudMaskAlgorithm(TopoClearAlgorithm):
     HELP = HELP
     TAGS = ("cloud mask", "shadow", "scl", "ukis-csmask", "detector", "fmask")
 
+    def addParameter(self, parameter, createOutput=True):  # noqa: N802,N803 (QGIS API names)
+        """Every parameter with its tooltip help (:data:`MASK_HELP`)."""
+        if parameter.name() in MASK_HELP and hasattr(parameter, "setHelp"):  # not in every QGIS 3
+            parameter.setHelp(MASK_HELP[parameter.name()])
+        return super().addParameter(parameter, createOutput)
+
     def initAlgorithm(self, config=None):  # noqa: N802
         methods = mask_choices("cloudmask")
         self.method_keys = keys(methods)
         self.addParameter(QgsProcessingParameterRasterLayer(
-            "INPUT", "Sentinel-2 image (band stack or one band file of the product)", optional=True))
+            "INPUT", "Sentinel-2 image", optional=True))
         self.addParameter(QgsProcessingParameterFile("SAFE", "...or a Sentinel-2 product folder (.SAFE)",
                                                      behavior=QgsProcessingParameterFile.Folder, optional=True))
         self.addParameter(QgsProcessingParameterEnum(
-            "METHOD", "Method", [f"{m.label}: {m.tooltip}" for m in methods], defaultValue=0))
+            "METHOD", "Method", [m.label for m in methods], defaultValue=0))
         self.addParameter(QgsProcessingParameterRasterLayer(
-            "MASK", "Mask raster (SCL band or a cloud mask) [for Automatic, SCL, Cloud mask raster]", optional=True))
+            "MASK", "Mask raster (SCL band or a cloud mask)", optional=True))
         self.addParameter(self.number("BUFFER", "Buffer around clouds and shadows (m)", 0.0, 0.0, 10000.0))
         self.addParameter(QgsProcessingParameterBoolean("SCL_CIRRUS", "SCL: thin cirrus (class 10) counts as cloud",
                                                         True))
         self.addParameter(QgsProcessingParameterBoolean("SCL_SHADOW", "SCL: cloud shadow (class 3) counts as shadow",
                                                         True))
         self.addParameter(self.advanced(QgsProcessingParameterEnum(
-            "PRODUCT_LEVEL", "Detector: product level", [c.label for c in LEVEL_CHOICES], defaultValue=0)))
+            "PRODUCT_LEVEL", "Detector: product level", [c.label.split(" (")[0] for c in LEVEL_CHOICES],
+            defaultValue=0)))
         self.addParameter(self.advanced(self.number(
-            "RESOLUTION", "Detector: working resolution (m; 0 = the image's own)", 30.0, 0.0, 1000.0)))
+            "RESOLUTION", "Detector resolution (m; 0 = the image's own)", 30.0, 0.0, 1000.0)))
         self.addParameter(self.advanced(QgsProcessingParameterNumber(
             "THREADS", "Detector: CPU threads (0 = all cores)", QgsProcessingParameterNumber.Integer, 0, False, 0,
             256)))
         self.addParameter(self.advanced(QgsProcessingParameterString(
-            "BANDS", "Band order of the Sentinel-2 image (e.g. B2,B3,B4,B8,B11,B12; empty = detected)", "",
-            optional=True)))
+            "BANDS", "Sentinel-2 band order (empty = detected)", "", optional=True)))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Cloud mask"))
         self.addOutput(QgsProcessingOutputNumber("CLOUD_PERCENT", "Cloud (% of the valid pixels)"))
         self.addOutput(QgsProcessingOutputNumber("SHADOW_PERCENT", "Cloud shadow (% of the valid pixels)"))
@@ -126,6 +151,9 @@ class CloudMaskAlgorithm(TopoClearAlgorithm):
         report = self.run_engine(lambda: run_cloud_mask(request, self.monitor(feedback)), feedback)
         for line in report.summary().splitlines():
             feedback.pushInfo(line)
-        self.style_output(context, request.output, "cloudmask")
+        layer = self.parameterAsRasterLayer(parameters, "INPUT", context) if not self.parameterAsFile(
+            parameters, "SAFE", context) else None
+        name = display_name(layer, None if layer is not None else request.s2)
+        self.style_output(context, request.output, "cloudmask", f"Cloud mask of {name}" if name else "Cloud mask")
         return {"OUTPUT": request.output, "CLOUD_PERCENT": report.cloud_percent,
                 "SHADOW_PERCENT": report.shadow_percent, "METHOD_USED": report.method}

@@ -18,13 +18,50 @@ from qgis.core import (QgsField, QgsFields, QgsProcessingOutputNumber, QgsProces
 from qgis.PyQt.QtCore import QVariant
 
 from ..qgis_common.cloud_choices import (AMP_CHOICES, BLEND_CHOICES, COVERAGE_CHOICES, S1_UNIT_CHOICES, CloudChoices,
-                                        keys, mask_choices, model_choices, model_help, terrain_models)
+                                        keys, mask_choices, model_choices, model_help)
 from ..engine.clouds.methods.fill import DEFAULT_DISTANCE, DEFAULT_SMOOTHING, MAX_DISTANCE, MAX_SMOOTHING
+from ..qgis_common.layers import display_name
 from .base import TorchAlgorithm
 
 
 def _labels(choices, with_tooltip: bool = False):
     return [f"{c.label}: {c.tooltip}" if with_tooltip and c.tooltip else c.label for c in choices]
+
+
+def mask_help() -> str:
+    """The cloud-mask methods of removal and what each does, as an HTML list."""
+    return "<ul>" + "".join(f"<li><b>{c.label}</b>: {c.tooltip}</li>" for c in mask_choices("removal")) + "</ul>"
+
+
+#: Tooltip help of the removeclouds parameters (the help panel explains them at length).
+REMOVAL_HELP = {
+    "INPUT": "The cloudy Sentinel-2 image: a band stack (13, 12 or 10 bands), or one band file of a product.",
+    "SAFE": "Instead of a layer: a Sentinel-2 product folder (.SAFE), its bands found inside.",
+    "S1": "Sentinel-1 backscatter (VV, VH; dB or linear) of about the same date, any grid; helps the networks.",
+    "DEM": "A DEM (terrain derived on the fly) or the output of Terrain stack (used as it is), any grid.",
+    "METADATA": "MTD_TL.xml or the .SAFE folder: the sun angles that light the hillshade.",
+    "CLOUD_MASK": "A mask raster (0 clear, 2 shadow, other values cloud) or an SCL band.",
+    "MASK_TYPE": "How clouds are found; Automatic: the mask raster, else SCL, else the pretrained detector.",
+    "MODEL": "Automatic: the method with the best held-out score for the inputs given (the log says which).",
+    "FILL_DISTANCE": "How far (px) the fill searches for clear pixels around a cloud.",
+    "FILL_SMOOTHING": "3 x 3 smoothing passes over the filled pixels (0 = none).",
+    "WEIGHTS": "Empty: the weights shipped with the plugin; else a .safetensors file with its .json card.",
+    "DEVICE": "auto (the first CUDA GPU, else the CPU), cpu, cuda or cuda:N.",
+    "TILE_SIZE": "Tile edge in px (0 = the model's default; smaller tiles need less memory).",
+    "OVERLAP": "Overlap of neighbouring tiles in px (-1 = the model's default).",
+    "BATCH_SIZE": "Tiles run at once (0 = default); shrinks by itself on GPU out-of-memory.",
+    "KEEP_CLEAR": "Copy the input unchanged wherever the cloud mask says clear.",
+    "COVERAGE": "What to do when Sentinel-1 or the DEM covers only part of the scene.",
+    "BANDS": "The Sentinel-2 band of each input band, in order (e.g. B2,B3,B4,B8; - skips one).",
+    "S1_BANDS": "The bands of VV and VH (e.g. VV=1,VH=2); empty = from descriptions or names.",
+    "S1_UNITS": "Units of the Sentinel-1 values; Automatic decides from the values.",
+    "DEM_BAND": "The DEM's elevation band (a terrain stack's bands are found by their descriptions).",
+    "BLEND": "How neighbouring tiles are joined.",
+    "AMP": "float16 on CUDA GPUs, checked against float32 when automatic.",
+    "CREATION_OPTIONS": "GDAL GeoTIFF creation options separated by |; empty = DEFLATE with the type's predictor.",
+    "OUTPUT": "A GeoTIFF (.tif) with the bands, grid and data type of the input; never an input.",
+    "OBSERVED": "One byte per pixel: what was observed and what was rebuilt (default <output>_observed.tif).",
+}
 
 
 def _key(keys_list, index: int):
@@ -43,6 +80,12 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
     NAME = "removeclouds"
     DISPLAY = "Remove clouds (Sentinel-2 + Sentinel-1 + DEM)"
 
+    def addParameter(self, parameter, createOutput=True):  # noqa: N802,N803 (QGIS API names)
+        """Every parameter with its tooltip help (:data:`REMOVAL_HELP`)."""
+        if parameter.name() in REMOVAL_HELP and hasattr(parameter, "setHelp"):  # not in every QGIS 3
+            parameter.setHelp(REMOVAL_HELP[parameter.name()])
+        return super().addParameter(parameter, createOutput)
+
     def shortHelpString(self):  # noqa: N802
         from ..engine.clouds.observed import legend
 
@@ -54,20 +97,24 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
             "the best held-out score, the fill included; the log says which and why):" + model_help() +
             "Without a Sentinel-1 layer the optical-only variant of a network (trained without SAR) runs and the log "
             "says so; models that need terrain require a DEM. <i>Fill search distance</i> and <i>smoothing "
-            "iterations</i> set the fill (GDAL FillNodata), which the networks 'from the fill' start from; the scene "
+            "passes</i> set the fill (GDAL FillNodata), which the networks 'from the fill' start from; the scene "
             "is filled in windows with a halo as wide as the search distance, so the result does not depend on the "
             "windows.</p>"
             "<p><b>Sentinel-2</b>: a band stack (13-band L1C, 12-band L2A, 10-band; named bands win), one band file "
-            "of a product whose bands are separate files, or a product folder (.SAFE). <i>Band order</i> (advanced) "
-            "overrides the detection, e.g. <tt>B2,B3,B4,B8</tt>. 20 m bands of separate files are brought to 10 m "
+            "of a product whose bands are separate files, or a product folder (.SAFE). <i>Sentinel-2 band order</i> "
+            "(advanced) overrides the detection, e.g. <tt>B2,B3,B4,B8</tt>. 20 m bands of separate files are "
+            "brought to 10 m "
             "by nearest neighbour.</p>"
             "<p><b>Sentinel-1</b> (VV, VH in dB or linear, detected or chosen) and the <b>DEM</b> may be in any CRS, "
             "resolution and extent: they are resampled bilinearly onto the Sentinel-2 grid window by window; the "
             "terrain stack (elevation, slope, aspect, hillshade) is derived from the DEM on the fly, the hillshade "
-            "lit by the scene's sun when its metadata (MTD_TL.xml or .SAFE) is given. A layer that does not cover "
+            "lit by the scene's sun when its metadata (MTD_TL.xml or .SAFE) is given. A <b>terrain stack</b> (the "
+            "output of <i>Terrain stack</i>, recognised by its band descriptions) can be given for the DEM: its "
+            "bands are then used as they are, not derived again (the log says so). A layer that does not cover "
             "the scene is an error; partial coverage is refused or filled, as chosen.</p>"
-            "<p><b>Cloud mask</b> (the same engine as <i>Cloud and shadow mask</i>): <i>Automatic</i> takes the "
-            "mask raster when one is given (as SCL when its name says SCL), else the product's SCL band, else the "
+            "<p><b>Cloud mask</b> (the same engine as <i>Cloud and shadow mask</i>):" + mask_help() +
+            "<i>Automatic</i> takes the mask raster when one is given (as SCL when its name says SCL), else the "
+            "product's SCL band, else the "
             "pretrained detector (ukis-csmask; it keeps snow and bright ground clear), else the DSen2-CR rules on "
             "Level-1C bands; the log says which and why. A mask raster is read as 0 clear, 2 shadow, other values "
             "cloud, its nodata no data, so the output of <i>Cloud and shadow mask</i> can be given as it is. "
@@ -81,7 +128,10 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
             "the model's defaults, which make the result independent of the tiling); on GPU out-of-memory the batch, "
             "then the tile, shrink automatically.</p>"
             "<p><b>Output</b>: a GeoTIFF with the bands, grid, data type and nodata of the input; bands the model "
-            "does not predict are copied; band descriptions say which is which. <b>What was observed</b> "
+            "does not predict are copied; band descriptions say which is which. It is tiled and compressed "
+            "(DEFLATE, with the predictor of its data type); <i>Additional creation options</i> (advanced) "
+            "replace the compression with GDAL GeoTIFF creation options separated by <tt>|</tt>, e.g. "
+            "<tt>COMPRESS=ZSTD|ZLEVEL=9</tt> or <tt>COMPRESS=NONE</tt>. <b>What was observed</b> "
             "(<tt>OBSERVED</tt>, default <tt>&lt;output&gt;_observed.tif</tt>): one byte per pixel, " + legend() +
             ". The log warns when a large share of the scene had no information.</p>")
 
@@ -93,33 +143,30 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
                                                      behavior=QgsProcessingParameterFile.Folder, optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer("S1", "Sentinel-1 image (VV, VH)", optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
-            "DEM", f"DEM (needed by {terrain_models() or 'no model offered'})", optional=True))
+            "DEM", "DEM or terrain stack", optional=True))
         self.addParameter(QgsProcessingParameterFile(
-            "METADATA", "Sentinel-2 metadata for the sun angles (MTD_TL.xml or .SAFE)", optional=True,
+            "METADATA", "Sentinel-2 metadata (sun angles)", optional=True,
             fileFilter="Sentinel-2 metadata (MTD_TL.xml MTD_MSIL1C.xml MTD_MSIL2A.xml);;All files (*)"))
         self.addParameter(QgsProcessingParameterRasterLayer("CLOUD_MASK", "Cloud mask raster", optional=True))
-        self.addParameter(QgsProcessingParameterEnum("MASK_TYPE", "Cloud mask", _labels(masks, True), defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum("MASK_TYPE", "Cloud mask", _labels(masks), defaultValue=0))
         self.addParameter(QgsProcessingParameterEnum("MODEL", "Method", _labels(models), defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber(
-            "FILL_DISTANCE", "Fill search distance (px; GDAL FillNodata max distance)",
+            "FILL_DISTANCE", "Fill search distance (px)",
             QgsProcessingParameterNumber.Integer, DEFAULT_DISTANCE, False, 1, MAX_DISTANCE))
         self.addParameter(QgsProcessingParameterNumber(
-            "FILL_SMOOTHING", "Fill smoothing iterations (3 x 3 passes over the filled pixels)",
+            "FILL_SMOOTHING", "Fill smoothing passes",
             QgsProcessingParameterNumber.Integer, DEFAULT_SMOOTHING, False, 0, MAX_SMOOTHING))
         self.addParameter(QgsProcessingParameterFile(
             "WEIGHTS", "Weights file (default: the shipped weights)", optional=True,
             fileFilter="Model weights (*.safetensors);;All files (*)"))
-        self.addParameter(QgsProcessingParameterString("DEVICE", "Device (auto, cpu, cuda, cuda:N)", "auto"))
         self._add_tiling_parameters()
-        self.addParameter(QgsProcessingParameterBoolean("KEEP_CLEAR", "Keep clear pixels (copy the input where "
-                                                                      "the mask says clear)", True))
+        self.addParameter(QgsProcessingParameterBoolean("KEEP_CLEAR", "Keep clear pixels as they are", True))
         self.addParameter(QgsProcessingParameterEnum("COVERAGE", "Sentinel-1 / DEM covering only part of the scene",
                                                      _labels(COVERAGE_CHOICES), defaultValue=0))
         self._add_reading_parameters()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Cloud-free image"))
         self.addParameter(QgsProcessingParameterRasterDestination(
-            "OBSERVED", "What was observed (codes; default: <output>_observed.tif)", optional=True,
-            createByDefault=False))
+            "OBSERVED", "What was observed (codes)", optional=True, createByDefault=False))
         self.addOutput(QgsProcessingOutputString("DEVICE_USED", "Device used"))
         self.addOutput(QgsProcessingOutputString("MODEL_USED", "Model used"))
         self.addOutput(QgsProcessingOutputNumber("CLOUD_PERCENT", "Cloud/shadow (% of the valid pixels)"))
@@ -128,18 +175,22 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
                                                  "No information (% of the valid pixels)"))
 
     def _add_tiling_parameters(self) -> None:
-        self.addParameter(QgsProcessingParameterNumber("TILE_SIZE", "Tile size (px; 0 = the model's default)",
-                                                       QgsProcessingParameterNumber.Integer, 0, False, 0, 16384))
-        self.addParameter(QgsProcessingParameterNumber("OVERLAP", "Tile overlap (px; -1 = the model's default)",
-                                                       QgsProcessingParameterNumber.Integer, -1, False, -1, 4096))
-        self.addParameter(QgsProcessingParameterNumber("BATCH_SIZE", "Tiles per batch (0 = default)",
-                                                       QgsProcessingParameterNumber.Integer, 0, False, 0, 1024))
+        self.addParameter(self.advanced(QgsProcessingParameterString("DEVICE", "Device (auto, cpu, cuda, cuda:N)",
+                                                                     "auto")))
+        self.addParameter(self.advanced(QgsProcessingParameterNumber(
+            "TILE_SIZE", "Tile size (px; 0 = the model's default)", QgsProcessingParameterNumber.Integer, 0, False, 0,
+            16384)))
+        self.addParameter(self.advanced(QgsProcessingParameterNumber(
+            "OVERLAP", "Tile overlap (px; -1 = the model's default)", QgsProcessingParameterNumber.Integer, -1, False,
+            -1, 4096)))
+        self.addParameter(self.advanced(QgsProcessingParameterNumber(
+            "BATCH_SIZE", "Tiles per batch (0 = default)", QgsProcessingParameterNumber.Integer, 0, False, 0, 1024)))
 
     def _add_reading_parameters(self) -> None:
         self.addParameter(self.advanced(QgsProcessingParameterString(
-            "BANDS", "Band order of the Sentinel-2 image (e.g. B2,B3,B4,B8; empty = detected)", "", optional=True)))
+            "BANDS", "Sentinel-2 band order (empty = detected)", "", optional=True)))
         self.addParameter(self.advanced(QgsProcessingParameterString(
-            "S1_BANDS", "Sentinel-1 band numbers (e.g. VV=1,VH=2; empty = detected)", "", optional=True)))
+            "S1_BANDS", "Sentinel-1 bands (e.g. VV=1,VH=2)", "", optional=True)))
         self.addParameter(self.advanced(QgsProcessingParameterEnum("S1_UNITS", "Sentinel-1 units",
                                                                    _labels(S1_UNIT_CHOICES), defaultValue=0)))
         self.addParameter(self.advanced(QgsProcessingParameterNumber(
@@ -148,6 +199,9 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
                                                                    defaultValue=0)))
         self.addParameter(self.advanced(QgsProcessingParameterEnum("AMP", "Mixed precision", _labels(AMP_CHOICES),
                                                                    defaultValue=0)))
+        self.addParameter(self.advanced(QgsProcessingParameterString(
+            "CREATION_OPTIONS", "Additional creation options",
+            "", optional=True)))
 
     def choices(self, parameters, context) -> CloudChoices:
         """What the parameters choose, for :meth:`CloudChoices.request`."""
@@ -174,7 +228,15 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
             amp=enum("AMP", keys(AMP_CHOICES)), output=self.parameterAsOutputLayer(parameters, "OUTPUT", context),
             fill_distance=self.parameterAsInt(parameters, "FILL_DISTANCE", context),
             fill_smoothing=self.parameterAsInt(parameters, "FILL_SMOOTHING", context),
-            observed=self._observed(parameters, context))
+            observed=self._observed(parameters, context),
+            creation_options=self.parameterAsString(parameters, "CREATION_OPTIONS", context) or "")
+
+    def input_name(self, parameters, context) -> str:
+        """How the user knows the Sentinel-2 input: its layer's name, or the product folder's."""
+        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        if layer is not None:
+            return display_name(layer)
+        return display_name(None, self.parameterAsFile(parameters, "SAFE", context))
 
     def _observed(self, parameters, context) -> str:
         value = parameters.get("OBSERVED")
@@ -194,9 +256,10 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
             feedback.pushInfo(line)
         if report.no_information_warning:
             feedback.reportError(report.no_information_warning, fatalError=False)
-        self.style_output(context, request.output, "sentinel2")
+        name = self.input_name(parameters, context)
+        self.style_output(context, request.output, "sentinel2", f"Cloud-free {name}" if name else "Cloud-free image")
         if report.observed:
-            self.style_output(context, report.observed, "observed")
+            self.style_output(context, report.observed, "observed", f"Observed {name}" if name else "Observed")
         counts = report.observed_counts
         return {"OUTPUT": request.output, "OBSERVED": report.observed, "DEVICE_USED": report.device,
                 "MODEL_USED": report.model, "CLOUD_PERCENT": report.cloud_percent, "SECONDS": report.seconds,
@@ -217,7 +280,8 @@ class EvaluateAlgorithm(CloudAlgorithm):
             "<p><b>Metrics</b>: MAE and RMSE (reflectance), PSNR (dB, 20 log10(1/RMSE)), SSIM (unitless, 11x11 "
             "Gaussian window, sigma 1.5), SAM (mean spectral angle, <b>degrees</b>). With a cloud mask: cloud "
             "fraction, PSNR inside and outside the mask, MAE and SAM inside the mask (reconstruction); with the "
-            "cloudy input too: MAE and SAM against the cloudy input on clear pixels (reproduction).</p>"
+            "cloudy input too: MAE and SAM against the cloudy input on clear pixels (reproduction). <i>Bands to "
+            "compare</i> (advanced): band numbers or names, e.g. <tt>B2,B3,B4,B8</tt>.</p>"
             "<p><b>Cloud mask values</b>: <i>Automatic</i> reads the mask as SCL (classes 3, 8, 9, 10) when its file "
             "name says SCL, else as 0 clear, 2 shadow, other values cloud and its nodata no data (the output of "
             "<i>Cloud and shadow mask</i> reads as written); without a mask raster it computes the mask from the "
@@ -236,8 +300,9 @@ class EvaluateAlgorithm(CloudAlgorithm):
         self.addParameter(QgsProcessingParameterEnum("MASK_TYPE", "Cloud mask values", _labels(masks),
                                                      defaultValue=0))
         self.addParameter(self.advanced(QgsProcessingParameterString(
-            "BANDS", "Bands to compare (numbers or names, e.g. B2,B3,B4,B8; empty = all)", "", optional=True)))
-        self.addParameter(self.advanced(self.number("DN_OFFSET", "DN offset of integer rasters", 0.0)))
+            "BANDS", "Bands to compare (empty = all)", "", optional=True)))
+        self.addParameter(self.advanced(self.number("DN_OFFSET", "DN offset of integer rasters", 0.0,
+                                                    -10000.0, 10000.0)))
         self.addParameter(self.table_output("OUTPUT_TABLE", "Metrics"))
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_HTML", "Report", "HTML files (*.html)",
                                                                 optional=True))

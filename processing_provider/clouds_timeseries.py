@@ -13,7 +13,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString)
 
 from ..qgis_common.cloud_choices import keys, mask_choices
-from ..qgis_common.layers import LayerError, file_behind_layer
+from ..qgis_common.layers import LayerError, display_name, file_behind_layer
 from .base import TorchAlgorithm
 
 
@@ -98,7 +98,7 @@ class RemoveCloudsTimeSeriesAlgorithm(TorchAlgorithm):
             16384)))
         self.addParameter(self.advanced(QgsProcessingParameterNumber(
             "TILE_SIZE", "CA-MTCR tile size (px, multiple of 4)", QgsProcessingParameterNumber.Integer, 256, False,
-            32, 4096)))
+            128, 4096)))  # tiles overlap by 64 px: at least twice that leaves room for the blended centre
         self.addParameter(self.advanced(QgsProcessingParameterNumber(
             "FILL_DISTANCE", "Single-image fill search distance (px)", QgsProcessingParameterNumber.Integer, 100,
             False, 1, 2048)))
@@ -161,7 +161,8 @@ class RemoveCloudsTimeSeriesAlgorithm(TorchAlgorithm):
         request = self.request(parameters, context)
         report = self.run_engine(lambda: remove_clouds_timeseries(request, self.monitor(feedback)), feedback)
         feedback.pushInfo(report.summary().splitlines()[0])
-        self.style_output(context, request.output, "sentinel2")
+        name = display_name(self.parameterAsRasterLayer(parameters, "INPUT", context), request.target)
+        self.style_output(context, request.output, "sentinel2", f"Cloud-free {name}" if name else "Cloud-free target")
         results = {"OUTPUT": request.output, "OBSERVED": report.observed_output, "REAL_FRACTION": report.real_fraction,
                    "METHOD_USED": report.method, "SECONDS": report.seconds}
         if request.source_output:

@@ -157,7 +157,8 @@ class SnowSeriesAlgorithm(SnowAlgorithm):
         for note in notes:
             feedback.pushInfo(note)
         report = self.run_engine(lambda: snow_series(request, self.monitor(feedback)), feedback)
-        self.style_output(context, report.output, "snow_duration")
+        self.style_output(context, report.output, "snow_duration",
+                          f"Snow cover duration, {len(report.rows)} dates" if report.rows else "Snow cover duration")
         fields = QgsFields()
         for name in SERIES_FIELDS:
             fields.append(QgsField(name, TABLE_TYPES.get(name, QVariant.Double)))

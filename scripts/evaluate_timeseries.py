@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Held-out evaluation of multi-temporal cloud removal on the real SEN12MS-CR-TS series near Rome.
 
-    .venv/bin/python scripts/evaluate_timeseries.py            # tables, the cards and RESULTS.md
+    .venv/bin/python scripts/evaluate_timeseries.py --results  # tables, the cards and RESULTS.md
+    # or in parallel parts, then merged:
+    .venv/bin/python scripts/evaluate_timeseries.py --targets 2018-07-20 --raw build/ts_a.json  # (one per target)
+    .venv/bin/python scripts/evaluate_timeseries.py --merge build/ts_*.json --results
 
 **Samples.** The targets are the clear dates of the held-out last months (July, August and
 November 2018: never trained on; 07-20, 07-30, 08-09 and 08-24 are clear, 07-05 partly cloudy,
@@ -20,8 +23,8 @@ networks that read Sentinel-2 alone (clear pixels kept for all). Metrics on refl
 over the network's 10 bands (B2-B8A, B11, B12): PSNR (dB), SSIM, SAM (degrees) and MAE, inside the
 cloud mask and over the whole image.
 
-Writes ``metrics.held_out["real_series"]`` into the CA-MTCR card and the time-series fill's card
-(``models/weights/timeseries_fill.json``), the tables to ``build/timeseries_eval.json`` and the
+Writes ``metrics.held_out["real_series"]`` into the CA-MTCR card (its rows hold every method scored,
+the time-series fill and the single-image ones included), the tables to ``build/timeseries_eval.json`` and the
 section "## Multi-temporal cloud removal" of ``benchmarks/RESULTS.md`` (with ``--results``).
 """
 from __future__ import annotations
@@ -130,7 +133,11 @@ def predict_single(model, cloudy: np.ndarray, mask: np.ndarray, bands) -> np.nda
     return np.where(mask[None], pred, cloudy)
 
 
+GROUPS = ("timeseries_fill", "ca_mtcr", "single")
+
+
 def run(args) -> dict:
+    """The raw scores: one row per sample, table row and method (``tabulate`` makes the tables)."""
     import torch
 
     from topoclear.engine import checkpoints
@@ -139,11 +146,15 @@ def run(args) -> dict:
     from topoclear.engine.training.series_data import SERIES_BANDS
 
     torch.set_num_threads(args.threads)
+    want = set(args.methods.split(",")) if args.methods else set(GROUPS)
+    targets = args.targets.split(",") if args.targets else HELD_OUT_TARGETS
     series = load_series(REPO / "build" / "ca_mtcr" / "masks")
     dates = sorted(series)
-    ca_path = WEIGHTS / "ca_mtcr_nosar.safetensors"
-    ca_model = checkpoints.load_model(ca_path, expect_model="ca_mtcr")[0] if ca_path.is_file() else None
-    singles = single_image_networks()
+    ca_path = Path(args.weights) if args.weights else WEIGHTS / "ca_mtcr_nosar.safetensors"
+    ca_model = None
+    if "ca_mtcr" in want and ca_path.is_file():
+        ca_model = checkpoints.load_model(ca_path, expect_model="ca_mtcr")[0]
+    singles = single_image_networks() if "single" in want else []
     print("single-image networks:", [n for n, _ in singles], flush=True)
 
     single_cache = {}
@@ -159,8 +170,10 @@ def run(args) -> dict:
         return single_cache[key]
 
     def methods(cloudy, tmask, target_date, aux_dates, key):
-        aux = [Acquisition(series[d][0], series[d][1], d) for d in aux_dates]
-        out = {"timeseries_fill": timeseries_fill(cloudy, tmask, target_date, aux).image}
+        out = {}
+        if "timeseries_fill" in want:
+            aux = [Acquisition(series[d][0], series[d][1], d) for d in aux_dates]
+            out["timeseries_fill"] = timeseries_fill(cloudy, tmask, target_date, aux).image
         if ca_model is not None:
             order = sorted(aux_dates)
             s2 = np.stack([np.nan_to_num(series[d][0]) for d in order] + [cloudy]).clip(0, 1)[None]
@@ -168,14 +181,13 @@ def run(args) -> dict:
             with torch.no_grad():
                 y = ca_model(torch.from_numpy(s2.astype(np.float32)), mask=torch.from_numpy(m))[0].numpy()
             out["ca_mtcr"] = np.where(tmask[None], np.clip(y, 0, 1), cloudy)
-        out.update(single_image(cloudy, tmask, key))
+        if "single" in want:
+            out.update(single_image(cloudy, tmask, key))
         return out
 
-    by_count = {str(k): {} for k in COUNTS}
-    by_bin = {f"{a}-{b}": {} for a, b in BINS}
-    samples = []
+    raw, samples = [], []
     t0 = time.perf_counter()
-    for target in HELD_OUT_TARGETS:
+    for target in targets:
         truth, own, _ = series[target]
         tday = dt.date.fromisoformat(target)
         others = [d for d in dates if d != target]
@@ -190,22 +202,52 @@ def run(args) -> dict:
             for k in COUNTS:
                 aux = by_distance if k == "all" else by_distance[:k]
                 for name, pred in methods(cloudy, tmask, target, aux, (target, shape)).items():
-                    by_count[str(k)].setdefault(name, []).append(metrics(pred, truth, tmask))
+                    raw.append({"target": target, "shape": shape, "table": "by_auxiliary_dates", "row": str(k),
+                                "method": name, "scores": metrics(pred, truth, tmask)})
             for a, b in BINS:
                 clear = [d for d in by_distance if a <= abs((dt.date.fromisoformat(d) - tday).days) <= b
                          and series[d][1].mean() <= 0.01]
                 if not clear:
                     continue
                 for name, pred in methods(cloudy, tmask, target, clear[:1], (target, shape)).items():
-                    by_bin[f"{a}-{b}"].setdefault(name, []).append(metrics(pred, truth, tmask))
+                    raw.append({"target": target, "shape": shape, "table": "by_temporal_distance", "row": f"{a}-{b}",
+                                "method": name, "scores": metrics(pred, truth, tmask)})
             print(f"{target} + {shape} cloud ({tmask.mean():.1%}) done, {time.perf_counter() - t0:.0f} s", flush=True)
-    table = {"by_auxiliary_dates": {k: {n: mean(v) for n, v in rows.items()} for k, rows in by_count.items()},
-             "by_temporal_distance": {k: {n: mean(v) for n, v in rows.items()} for k, rows in by_bin.items() if rows}}
+    return {"raw": raw, "samples": samples, "singles": [n for n, _ in singles],
+            "seconds": round(time.perf_counter() - t0, 1),
+            "weights": str(ca_path.name) if ca_model is not None else None}
+
+
+def merge(parts) -> dict:
+    """One raw set from several runs (later runs replace the same sample, row and method)."""
+    rows, samples, singles, seconds, weights = {}, {}, [], 0.0, None
+    for part in parts:
+        for r in part["raw"]:
+            rows[(r["target"], r["shape"], r["table"], r["row"], r["method"])] = r
+        for s in part["samples"]:
+            samples[(s["target"], s["shape"])] = s
+        singles += [n for n in part["singles"] if n not in singles]
+        seconds += float(part["seconds"])
+        weights = part.get("weights") or weights
+    return {"raw": list(rows.values()), "samples": list(samples.values()), "singles": singles, "seconds": seconds,
+            "weights": weights}
+
+
+def tabulate(raw: dict) -> dict:
+    """The tables (means over the samples) of a raw set."""
+    order = {"by_auxiliary_dates": [str(k) for k in COUNTS], "by_temporal_distance": [f"{a}-{b}" for a, b in BINS]}
+    table = {}
+    for name, keys in order.items():
+        grouped = {}
+        for r in raw["raw"]:
+            if r["table"] == name:
+                grouped.setdefault(r["row"], {}).setdefault(r["method"], []).append(r["scores"])
+        table[name] = {k: {m: mean(v) for m, v in grouped[k].items()} for k in keys if k in grouped}
     for k in COUNTS:
-        table["by_auxiliary_dates"][str(k)]["auxiliary_dates"] = 20 if k == "all" else k
-    table["samples"] = samples
-    table["seconds"] = round(time.perf_counter() - t0, 1)
-    table["singles"] = [n for n, _ in singles]
+        if str(k) in table["by_auxiliary_dates"]:
+            table["by_auxiliary_dates"][str(k)]["auxiliary_dates"] = 20 if k == "all" else k
+    table.update({"samples": raw["samples"], "seconds": raw["seconds"], "singles": raw["singles"],
+                  "ca_mtcr_weights": raw.get("weights")})
     return table
 
 
@@ -219,7 +261,7 @@ def held_out_entry(table: dict, method: str) -> dict:
                        "clear pixels kept; scripts/evaluate_timeseries.py",
         "by_auxiliary_dates": rows,
         "by_temporal_distance": table["by_temporal_distance"],
-        "samples": table["samples"], "paper_for_scale": PAPER,
+        "samples": table["samples"], "paper_for_scale": PAPER, "ca_mtcr_weights_scored": table.get("ca_mtcr_weights"),
     })
     return entry
 
@@ -233,14 +275,6 @@ def write_cards(table: dict) -> None:
         card = json.loads(ca_card.read_text())
         card.setdefault("metrics", {}).setdefault("held_out", {})[BENCHMARK] = held_out_entry(table, "ca_mtcr")
         write_text_atomic(ca_card, json.dumps(card, indent=1, allow_nan=False))
-    card = {"format": "topoclear-method-card", "format_version": 1, "method": "timeseries_fill",
-            "title": "Time-series fill (radiometrically matched)",
-            "description": "method card of the multi-temporal time-series fill (no weights): held-out scores on the real "
-                           "SEN12MS-CR-TS series, beside CA-MTCR and the single-image methods on the same samples",
-            "options": "topoclear.engine.clouds.timeseries_fill.FillOptions() defaults; single-image fill for pixels "
-                       "clear on no date (GDAL FillNodata within 100 px)",
-            "metrics": {"held_out": {BENCHMARK: held_out_entry(table, "timeseries_fill")}}}
-    write_text_atomic(WEIGHTS / "timeseries_fill.json", json.dumps(card, indent=1, allow_nan=False))
 
 
 NAMES = {"timeseries_fill": "time-series fill", "ca_mtcr": "CA-MTCR (compact, optical-only, CPU-trained)",
@@ -259,7 +293,8 @@ def markdown(table: dict) -> str:
              "mask engine's detector): "
              f"{len(table['samples'])} samples, cloud cover {100 * min(s['cloud_fraction'] for s in table['samples']):.0f}-"
              f"{100 * max(s['cloud_fraction'] for s in table['samples']):.0f} %. Reflectance in [0, 1] over 10 bands "
-             "(B2-B8A, B11, B12); clear pixels kept by every method; PSNR dB, SAM degrees.", ""]
+             "(B2-B8A, B11, B12); clear pixels kept by every method; PSNR dB, SAM degrees. CA-MTCR: the weights "
+             f"`{table.get('ca_mtcr_weights')}` over the whole 256 px patch with every date given.", ""]
     for title, key in (("By number of other dates (the nearest in time, whatever their clouds)", "by_auxiliary_dates"),
                        ("By temporal distance (one clear other date in the distance bin, days)",
                         "by_temporal_distance")):
@@ -276,11 +311,48 @@ def markdown(table: dict) -> str:
                              f"{e['whole']['ssim']:.3f} | {e['whole']['sam']:.2f} | {e['whole']['mae']:.4f} | "
                              f"{e['pairs']} |")
         lines.append("")
+    lines += summary(table, methods)
     lines += [f"For scale, the paper (seed 003, Table 1): CA-MTCR on the SEN12MS-CR-TS test split, whole image, 13 "
               f"bands, S2 + S1, two auxiliary dates: PSNR {PAPER['psnr']} dB, SSIM {PAPER['ssim']}, SAM {PAPER['sam']} "
               f"deg, MAE {PAPER['mae']} (trained on 10176 samples on two GPUs; not the same samples: one patch, "
               "one region here).", ""]
     return "\n".join(lines)
+
+
+def summary(table: dict, methods) -> list:
+    """Plain lines: who wins where, the best single-image method, what automatic picks."""
+    singles = [m for m in methods if m not in ("timeseries_fill", "ca_mtcr")]
+    rows = table["by_auxiliary_dates"]
+    best_single = max(singles, key=lambda m: rows["all"][m]["mask"]["psnr"]) if singles else None
+    lines = ["**Who wins where** (PSNR; the best single-image method on these samples is "
+             f"{NAMES.get(best_single, best_single)}):", ""]
+    for key, label in (("by_auxiliary_dates", "other dates"), ("by_temporal_distance", "days away")):
+        for row, entries in table[key].items():
+            parts = []
+            for region, name in (("mask", "inside the mask"), ("whole", "whole image")):
+                scored = {m: entries[m][region]["psnr"] for m in methods if m in entries}
+                win = max(scored, key=scored.get)
+                parts.append(f"{name} {NAMES.get(win, win)} {scored[win]:.2f} dB")
+            lines.append(f"- {row} {label}: " + "; ".join(parts))
+    fills = {round(e["timeseries_fill"]["mask"]["psnr"], 3) for e in rows.values() if "timeseries_fill" in e}
+    if len(fills) == 1:
+        lines.append("- the time-series fill takes each cloudy pixel from the nearest date on which it is clear: the "
+                     "nearest date of every target here is clear, so more dates change nothing; farther dates "
+                     "(the distance rows) cost it accuracy as the ground changes")
+    lines.append("")
+    picks = []
+    for row, entries in rows.items():
+        scored = {m: entries[m]["mask"]["psnr"] for m in ("timeseries_fill", "ca_mtcr") if m in entries}
+        if scored:
+            win = max(scored, key=scored.get)
+            picks.append(f"{row}: {NAMES.get(win, win)}")
+    lines += ["**What *Automatic* picks** (`topoclear:removeclouds_timeseries`, from these scores in the cards: the "
+              "higher PSNR inside the mask of the time-series fill and CA-MTCR, in the row nearest to the number of "
+              "other dates given): " + "; ".join(picks) + ".", "",
+              "There is **no real Sentinel-1 time series** in the sample data: every figure here is of Sentinel-2 "
+              "alone, CA-MTCR is its optical-only variant (the SAR branch is untrained), and the paper's change "
+              "detection from Sentinel-1 is not measured.", ""]
+    return lines
 
 
 def update_results(text: str) -> None:
@@ -302,9 +374,24 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--results", action="store_true", help="rewrite the section of benchmarks/RESULTS.md")
     ap.add_argument("--no-cards", action="store_true")
+    ap.add_argument("--weights", help="CA-MTCR weights to score (default: the shipped ca_mtcr_nosar); use with --no-cards")
+    ap.add_argument("--json", default=str(REPO / "build" / "timeseries_eval.json"), help="where the tables go")
+    ap.add_argument("--targets", help="comma-separated held-out target dates (default: all of them)")
+    ap.add_argument("--methods", help=f"comma-separated groups of {', '.join(GROUPS)} (default: all)")
+    ap.add_argument("--raw", help="write the raw scores there and stop (run parts in parallel, then --merge)")
+    ap.add_argument("--merge", nargs="+", help="tabulate raw score files of earlier runs instead of running "
+                                               "(later files replace the same sample, row and method)")
     args = ap.parse_args()
-    table = run(args)
-    out = REPO / "build" / "timeseries_eval.json"
+    if args.merge:
+        raw = merge(json.loads(Path(f).read_text()) for f in args.merge)
+    else:
+        raw = run(args)
+        if args.raw:
+            Path(args.raw).write_text(json.dumps(raw))
+            print(f"raw scores: {args.raw} ({len(raw['raw'])} rows, {raw['seconds']:.0f} s)")
+            return
+    table = tabulate(raw)
+    out = Path(args.json)
     out.write_text(json.dumps(table, indent=1))
     text = markdown(table)
     print(text)

@@ -126,6 +126,15 @@ def build_data(seed: int, log: Printer):
                     "values transplanted from cloudy images (25 % synthetic fractal clouds); random crops, the "
                     "same flips and turns for every date; 1 to 4 auxiliary dates per batch",
         "sentinel1": "none: the sample data holds no real Sentinel-1 time series; optical-only variant",
+        "data_by_kind": {
+            "real series (SEN12MS-CR-TS near Rome, 256 x 256 px)": {
+                "series": 1, "training dates": len(real.images), "clear target dates": len(real.clear_indices())},
+            "synthetic series of real clear images (SEN12MS-CR, SEN12MS-CR-TS patches)": {
+                "training": len(synth), "validation": len(val_synth)},
+            "semi-synthetic terrain series (SRTM bigtujunga)": {
+                "series": len(semi), "dates": sum(len(s.images) for s in semi)},
+            "real cloud shapes": {**shapes, "total": len(pool)},
+        },
     }
     return sampler, val_sampler, description
 

@@ -136,8 +136,12 @@ def test_the_cloud_dock_offers_a_registered_model(dock, toy):
     dock.s2_combo.setLayer(image)
     dock.s1_combo.setLayer(None)
     dock.dem_combo.setLayer(None)
+    from topoclear.qgis_common.cloud_choices import keys, method_inputs, model_choices
+
     offered = [dock.model_combo.itemData(i) for i in range(dock.model_combo.count())]
-    assert offered == ["auto", "fill", "unet_fill", "dsen2cr_fill", "unet", "dsen2cr", "cr_gan", toy.name]  # no DEM, no S1
+    assert offered == keys(model_choices())  # every method of the catalogue, whatever the layers
+    assert offered[:2] == ["auto", "fill"] and toy.name in offered
+    assert method_inputs(toy.name) == {"s1": False, "dem": False}  # the toy reads Sentinel-2 only
     assert dock.model_combo.currentData() == "auto"  # the default
     assert dock.model_combo.itemText(offered.index(toy.name)) == toy.title
     dock.model_combo.setCurrentIndex(dock.model_combo.findData(toy.name))

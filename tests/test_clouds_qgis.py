@@ -6,6 +6,7 @@ Weights are small real architectures with random initial weights saved through
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -22,9 +23,16 @@ from topoclear.models import build_model
 
 S2 = ("sen12ms-cr", "s2_cloudy", "ROIs1868_summer_s2_cloudy_19_p30.tif")
 S1 = ("sen12ms-cr", "s1", "ROIs1868_summer_s1_19_p30.tif")
-MODEL_INDEX = {key: i for i, key in enumerate(
-    ["auto", "fill", "crt_unet_fill", "unet_fill", "dsen2cr_fill", "crt_unet", "unet", "dsen2cr", "cr_gan",
-     "sar2opt_gan"])}
+
+
+def _method_index():
+    """The MODEL value of each method of the catalogue, by key (the menu follows the catalogue's order)."""
+    from topoclear.engine.clouds.methods.catalogue import removal_methods
+
+    return {m.key: i for i, m in enumerate(removal_methods())}
+
+
+MODEL_INDEX = _method_index()
 
 
 def save(path, model, **options):
@@ -162,9 +170,10 @@ def test_choices_become_one_request_and_errors_name_the_parameter(topoclear_prov
 
     alg = topoclear_provider.algorithm("removeclouds").create()
     assert alg.parameterDefinition("MODEL").options() == [m.title for m in removal_methods()]
-    assert [m.key for m in removal_methods()] == list(MODEL_INDEX)
-    assert alg.parameterDefinition("MODEL").defaultValue() == 0  # automatic
-    assert [spec.name for spec in removal_models()] == list(MODEL_INDEX)[2:]
+    assert alg.parameterDefinition("MODEL").defaultValue() == MODEL_INDEX["auto"] == 0  # automatic
+    assert MODEL_INDEX["fill"] == 1
+    networks = [m.key for m in removal_methods() if m.kind == "network"]
+    assert [spec.name for spec in removal_models()] == networks
     assert [o.split(":")[0] for o in alg.parameterDefinition("MASK_TYPE").options()] == [
         m.title for m in mask_methods("removal")]
     evaluate = topoclear_provider.algorithm("evaluate").create()
@@ -295,3 +304,115 @@ def test_cloud_removal_then_snow_map_in_a_modeler_model(run_alg, weights, tmp_pa
         classes = set(np.unique(ds.read(1)).tolist())
         assert (ds.width, ds.height, ds.crs) == (src.width, src.height, src.crs)
     assert classes <= {0, 100, 205, 255} and 0 in classes
+
+
+TERRAMIND = ("terramind", "{}", "282D_485L_3_3.tif")
+
+
+def terramind(kind: str):
+    return data_path(TERRAMIND[0], kind, TERRAMIND[2])
+
+
+def log_feedback():
+    """A Processing feedback that keeps every info line in ``lines``."""
+    from qgis.core import QgsProcessingFeedback
+
+    class Feedback(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def pushInfo(self, text):  # noqa: N802
+            self.lines.append(text)
+
+    return Feedback()
+
+
+def test_defaults_on_sentinel2_alone_named_compressed_layers_and_a_tile_count(topoclear_provider, tmp_path):
+    """With its defaults (Automatic method, automatic mask) on a Sentinel-2 layer alone, removeclouds runs, its
+    outputs load as "Cloud-free <layer>" and "Observed <layer>", are DEFLATE-compressed and not much larger than
+    the input, and the log counts windows or tiles with the time left."""
+    import os
+
+    import processing
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    s2 = terramind("S2L2A")
+    alg = topoclear_provider.algorithm("removeclouds")
+    for name in ("DEVICE", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "CREATION_OPTIONS"):
+        assert alg.parameterDefinition(name).flags() & alg.parameterDefinition(name).FlagAdvanced, name
+    assert all(":" not in o for o in alg.parameterDefinition("MASK_TYPE").options())
+    assert alg.helpUrl().endswith("#removeclouds") and alg.shortDescription() and "cloud" in alg.tags()
+    layer = QgsRasterLayer(str(s2), "TerraMind L2A")
+    QgsProject.instance().addMapLayer(layer)
+    feedback = log_feedback()
+    try:
+        out = tmp_path / "clear.tif"
+        result = processing.runAndLoadResults("topoclear:removeclouds", {"INPUT": layer.id(), "OUTPUT": str(out),
+                                                                         "OBSERVED": str(tmp_path / "seen.tif")},
+                                              feedback=feedback)
+        names = {lay.name() for lay in QgsProject.instance().mapLayers().values()}
+        assert {"Cloud-free TerraMind L2A", "Observed TerraMind L2A"} <= names, names
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+    text = "\n".join(feedback.lines)
+    assert "Automatic" in text and re.search(r"(Window|Tile) \d+ / \d+, ", text), text
+    assert os.path.getsize(out) <= 1.5 * os.path.getsize(s2), (os.path.getsize(out), os.path.getsize(s2))
+    with rasterio.open(out) as o, rasterio.open(s2) as i, rasterio.open(result["OBSERVED"]) as obs:
+        assert (o.count, o.dtypes, o.transform) == (i.count, i.dtypes, i.transform)
+        assert o.profile["compress"].lower() == "deflate" and o.profile["tiled"]
+        assert obs.profile["compress"].lower() == "deflate"
+
+
+def test_creation_options_replace_the_compression_and_errors_name_the_parameter(run_alg, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    s2 = terramind("S2L2A")
+    out = tmp_path / "plain.tif"
+    run_alg("topoclear:removeclouds", INPUT=str(s2), MODEL=MODEL_INDEX["fill"], CREATION_OPTIONS="COMPRESS=NONE",
+            OUTPUT=str(out))
+    with rasterio.open(out) as ds:
+        assert ds.profile.get("compress") is None
+    run_alg("topoclear:removeclouds", INPUT=str(s2), MODEL=MODEL_INDEX["fill"],
+            CREATION_OPTIONS="COMPRESS=LZW|PREDICTOR=2", OUTPUT=str(out))
+    with rasterio.open(out) as ds:
+        assert ds.profile["compress"].lower() == "lzw"
+    with pytest.raises(QgsProcessingException, match=r"CREATION_OPTIONS: 'DEFLATE' is not KEY=VALUE"):
+        run_alg("topoclear:removeclouds", INPUT=str(s2), CREATION_OPTIONS="DEFLATE", OUTPUT=str(tmp_path / "x.tif"))
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_a_terrain_stack_given_for_the_dem_is_used_as_it_is(run_alg, tmp_path):
+    """The output of terrainstack given for DEM: recognised, its bands used (not derived again), and the result
+    is the one the DEM itself gives (the stack lies on the scene's grid)."""
+    s2, s1, dem = terramind("S2L2A"), terramind("S1RTC"), terramind("DEM")
+    stack = tmp_path / "stack.tif"
+    run_alg("topoclear:terrainstack", INPUT=str(dem), REFERENCE=str(s2), OUTPUT=str(stack))
+    outputs = {}
+    for name, source in (("stack", stack), ("dem", dem)):
+        feedback = log_feedback()
+        outputs[name] = tmp_path / f"from_{name}.tif"
+        result = run_alg("topoclear:removeclouds", feedback=feedback, INPUT=str(s2), S1=str(s1), DEM=str(source),
+                         MODEL=MODEL_INDEX["crt_unet"], DEVICE="cpu", OUTPUT=str(outputs[name]))
+        assert result["MODEL_USED"].startswith("CRT-UNet")
+        text = "\n".join(feedback.lines)
+        if name == "stack":
+            assert "stack.tif is a terrain stack" in text and "not derived again" in text, text
+        else:
+            assert "is a terrain stack" not in text and "terrain computed on the DEM grid" in text, text
+    with rasterio.open(outputs["stack"]) as a, rasterio.open(outputs["dem"]) as b:
+        assert np.array_equal(a.read(), b.read())
+
+
+@pytest.mark.parametrize("alg", ["removeclouds", "cloudmask", "evaluate"])
+def test_cloud_dialogs_have_short_labels_and_menus(topoclear_provider, alg):
+    """Labels and menu entries fit the dialog's parameter panel (no horizontal scroll bar at 1000 px): each
+    label once marked optional by QGIS itself, explanations in the tooltips and the help."""
+    definition = topoclear_provider.algorithm(alg)
+    for d in definition.parameterDefinitions():
+        label = d.description() + (" [optional]" if d.flags() & d.FlagOptional else "")
+        assert len(label) <= 56 and "[" not in d.description(), (d.name(), label)
+        for option in (d.options() if hasattr(d, "options") else []):  # a menu is as wide as its longest entry
+            assert len(option) <= 46, (d.name(), option)
+        if alg != "evaluate" and hasattr(d, "help"):
+            assert len(d.help()) > 20, d.name()

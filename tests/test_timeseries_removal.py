@@ -398,7 +398,7 @@ def test_cloud_dock_clears_a_layer_with_other_dates_of_the_project(qgis_iface, s
         mask = QgsRasterLayer(series["target_mask"], "target mask")
         QgsProject.instance().addMapLayers([target, mask, *others])
         dock.s2_combo.setLayer(target)
-        group = dock.other_dates
+        group = dock.dates_group
         listed = [group.layers.item(i).text() for i in range(group.layers.count())]
         assert "other 0" in listed and "target 2020-06-15" not in listed  # the target is not offered
         assert not group.active()
@@ -414,7 +414,7 @@ def test_cloud_dock_clears_a_layer_with_other_dates_of_the_project(qgis_iface, s
         report = dock.last_report
         assert len(report.dates) == 2 and report.real_fraction is not None
         names = [layer.name() for layer in QgsProject.instance().mapLayers().values()]
-        assert any(n.startswith("Cloud-free (2020-06-15") for n in names)
+        assert any(n.startswith("Cloud-free") and "target 2020-06-15" in n for n in names)
         assert any(n.startswith("Source of each pixel") for n in names)
         del target, others, mask
     finally:

@@ -7,14 +7,13 @@ import os
 import time
 from typing import List, Optional
 
-from qgis.core import QgsCoordinateTransform, QgsMapLayerType, QgsProcessingUtils, QgsProject, QgsRasterLayer
+from qgis.core import QgsMapLayerType, QgsProcessingUtils, QgsProject, QgsRasterLayer
 from qgis.gui import QgsCollapsibleGroupBox, QgsDoubleSpinBox, QgsFileWidget, QgsRasterBandComboBox, QgsSpinBox
 from qgis.PyQt.QtCore import QByteArray, Qt
 from qgis.PyQt.QtGui import QColor, QPainter, QPixmap
 from qgis.PyQt.QtSvg import QSvgRenderer
-from qgis.PyQt.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit,
-                                 QListWidget, QListWidgetItem, QPushButton, QRadioButton, QSizePolicy, QVBoxLayout,
-                                 QWidget)
+from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit, QListWidget,
+                                 QListWidgetItem, QPushButton, QSizePolicy, QVBoxLayout, QWidget)
 
 from ..engine.errors import InputError
 from ..engine.snow.chart import snow_area_svg
@@ -30,6 +29,7 @@ from ..qgis_common.snow_choices import (CLOUD_CHOICES, GRID_CHOICES, LIS_FIELDS,
 from ..qgis_common.i18n import tr
 from ..qgis_common.styles import apply_style
 from .engine_task import EngineTask
+from .extent import ExtentChoice
 from .task_dock import TaskDock, dem_combo, raster_combo, sentinel2_combo
 
 
@@ -164,7 +164,7 @@ class SnowDock(TaskDock):
             "The Sentinel-2 image: a band stack (13-band L1C, 12-band L2A, 10-band) or one band file of a product "
             "(the other bands are found beside it). Preselected: a layer that looks like Sentinel-2 (its bands, "
             "band names or file name), else none"))
-        self.dem_combo = dem_combo()
+        self.dem_combo = dem_combo(self.layer_combo)
         _row(inputs, tr("DEM (snowline)"), self.dem_combo, tr(
             "Elevations for Let It Snow's snowline and pass 2, any CRS and resolution (aligned onto the image grid); "
             "empty: pass 1 only. Preselected: a single-band layer named like a DEM (dem, srtm, elevation...)"))
@@ -194,17 +194,9 @@ class SnowDock(TaskDock):
         layout.addWidget(bands)
         self._build_method(layout)
 
-        where = QVBoxLayout()  # one above the other: the dock stays narrow
-        self.extent_group = QButtonGroup(self)
-        self.whole_layer = QRadioButton(tr("Whole layer"))
-        self.whole_layer.setToolTip(tr("Map the whole Sentinel-2 layer"))
-        self.canvas_extent = QRadioButton(tr("Canvas extent"))
-        self.canvas_extent.setToolTip(tr("Map only the part of the layer shown in the map canvas"))
-        self.whole_layer.setChecked(True)
-        for button in (self.whole_layer, self.canvas_extent):
-            self.extent_group.addButton(button)
-            where.addWidget(button)
-        layout.addLayout(where)
+        self.extent = ExtentChoice(layout, self, tr("Map the whole Sentinel-2 layer"), tr(
+            "Map only the part of the layer shown in the map canvas"))
+        self.whole_layer, self.canvas_extent = self.extent.whole_layer, self.extent.canvas_extent
 
         self.add_output_row(layout, tr("Snow map"), tr(
             "The snow map, a GeoTIFF: 100 snow, 0 no snow, 205 cloud, 255 nodata; empty: a new file in QGIS's "
@@ -283,18 +275,12 @@ class SnowDock(TaskDock):
     def parameters(self) -> SnowParameters:
         return snow_parameters(self.method_combo.currentData(), self.threshold_values(), self.red_test.isChecked())
 
-    def _canvas_bounds(self, layer):
-        canvas = self.iface.mapCanvas()
-        transform = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), layer.crs(), QgsProject.instance())
-        rect = transform.transformBoundingBox(canvas.extent())
-        return rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()
-
     def choice(self, layer) -> SnowMapChoice:
         """What the widgets ask for, as the snow tools' shared choice (:class:`ValueError` for a layer
         that is not a GDAL raster)."""
         source = file_behind_layer(layer, tr("Sentinel-2 layer"))
         bands = {name: combo.currentBand() for name, combo in self.band_combos.items()}
-        bounds = self._canvas_bounds(layer) if self.canvas_extent.isChecked() else None
+        bounds = self.extent.bounds(self.iface, layer)  # None: the whole layer
         method, cloud = self.method_combo.currentData(), self.cloud_mode.currentData()
         dem_layer = self.dem_combo.currentLayer() if method == "lis" else None  # the combo is off otherwise
         cloud_layer = self.cloud_combo.currentLayer() if cloud_uses_raster(cloud) else None

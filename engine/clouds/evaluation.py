@@ -45,13 +45,15 @@ from ..errors import InputError
 from ..io.atomic import write_text_atomic
 from ..progress import SILENT, Monitor
 from ..io.raster import Grid, declared_nodata, open_raster
-from ..io.warp import warp_window
+from ..io.warp import FULL_COVERAGE, footprint_coverage, warp_window
 from ..sentinel2.bands import STACK_LAYOUTS, is_scl_name
 from .masks.choice import raster_classes, scl_classes
 from .masks.kinds import AUTO, DETECTOR, RASTER, SCL, mask_method
 from ..sentinel2.locate import bands_named_in_descriptions
 
 SSIM_HALO = 5  # (11 - 1) / 2
+#: Largest DN offset accepted, either sign (Sentinel-2 processing baseline 04.00 and later: -1000).
+MAX_DN_OFFSET = 10000.0
 #: (key, label, unit, region, description) of every metric, in table order.
 METRICS: Tuple[Tuple[str, str, str, str, str], ...] = (
     ("mae", "MAE", "reflectance", "whole image", "mean absolute error, prediction vs reference"),
@@ -230,14 +232,23 @@ def evaluate_rasters(prediction: str, reference: str, cloudy: Optional[str] = No
     one, computed from ``cloudy`` when given: see the module notes).
     """
     mask_kind = mask_method(mask_kind, "evaluate").key
+    check_offset(offset)
     notes: List[str] = []
     with open_raster(reference, "reference") as ref_ds, open_raster(prediction, "prediction") as pred_ds:
         grid = Grid.of(ref_ds)
         pred_bands = parse_bands(bands, pred_ds, "prediction") or list(range(1, pred_ds.count + 1))
         names = _band_names(pred_ds, pred_bands)
         ref_bands = _match_bands(ref_ds, names, pred_bands, "reference")
-        if ref_ds.crs is None or pred_ds.crs is None:
-            raise InputError("prediction and reference need a coordinate reference system")
+        if pred_ds.crs is None:
+            raise InputError(f"prediction: {os.path.basename(str(prediction))} has no coordinate reference system")
+        on = Grid.of(pred_ds)
+        _check_overlap(ref_ds, "reference", reference, on, notes)
+        if cloudy:
+            with open_raster(cloudy, "cloudy input") as cds:
+                _check_overlap(cds, "cloudy input", cloudy, on, notes)
+        if mask and mask_kind != DETECTOR.key:
+            with open_raster(mask, "cloud mask") as mask_ds:
+                _check_overlap(mask_ds, "cloud mask", mask, on, notes)
     opened: List[_Raster] = []
     try:
         pred = _Raster(prediction, "prediction", grid, pred_bands, offset, scale)
@@ -296,6 +307,38 @@ def evaluate_rasters(prediction: str, reference: str, cloudy: Optional[str] = No
     finally:
         for r in opened:
             r.close()
+
+
+def check_offset(offset: float) -> None:
+    """An :class:`InputError` unless the DN ``offset`` is a finite number within +-:data:`MAX_DN_OFFSET`."""
+    try:
+        value = float(offset)
+    except (TypeError, ValueError):
+        raise InputError(f"DN offset {offset!r} is not a number") from None
+    if not math.isfinite(value) or abs(value) > MAX_DN_OFFSET:
+        raise InputError(f"DN offset {value:g} is outside the accepted range (from {-MAX_DN_OFFSET:g} to "
+                         f"{MAX_DN_OFFSET:g} DN; Sentinel-2 processing baseline 04.00 and later: -1000, earlier: 0)")
+
+
+def _check_overlap(ds, role: str, path: str, prediction: Grid, notes: List[str]) -> None:
+    """An :class:`InputError` naming ``path`` when the raster ``ds`` does not overlap the ``prediction``'s
+    extent at all; a note when it covers only part of it."""
+    name = os.path.basename(str(path))
+    grid = Grid.of(ds)
+    if grid.crs is None:
+        raise InputError(f"{role}: {name} has no coordinate reference system")
+    try:
+        fraction = footprint_coverage(grid, prediction)
+    except Exception as exc:  # noqa: BLE001 - bounds that cannot be brought into the prediction's CRS
+        raise InputError(f"{role}: the extent of {name} cannot be brought into the prediction's coordinate "
+                         f"reference system {prediction.crs} ({exc})") from None
+    if fraction <= 0.0:
+        raise InputError(f"{role}: {name} does not overlap the prediction at all (its extent "
+                         f"{tuple(round(v, 1) for v in grid.bounds)} in {grid.crs}; the prediction's "
+                         f"{tuple(round(v, 1) for v in prediction.bounds)} in {prediction.crs}): choose a {role} "
+                         "of the same place")
+    if fraction < FULL_COVERAGE:
+        notes.append(f"the {role} {name} covers only {100 * fraction:.1f} % of the prediction")
 
 
 def _band_names(ds, bands: Sequence[int]) -> List[str]:

@@ -11,7 +11,9 @@ extent). They may come in any CRS, resolution or extent:
   given.
 * **DEM**: the terrain stack (elevation, slope, aspect, hillshade lit by the scene's sun) is
   derived on the DEM's own grid and resampled bilinearly onto each window
-  (:mod:`topoclear.engine.terrain.stack`; aspect through its sine and cosine).
+  (:mod:`topoclear.engine.terrain.stack`; aspect through its sine and cosine). A terrain stack
+  (the output of ``topoclear:terrainstack``, recognised by its band descriptions) given for the DEM is
+  read as it is (:class:`StackTerrainSource`), not derived again.
 * **Cloud masks**: the classes of the mask engine (:mod:`topoclear.engine.clouds.masks.engine`):
   the pretrained detector, a Sen2Cor SCL band (classes 3 shadow, 8/9 cloud, 10 cirrus), a mask
   raster (0 clear, 2 shadow, other values cloud, its nodata no data), or the DSen2-CR rules on
@@ -308,6 +310,100 @@ class TerrainSource:
         self._local = threading.local()
 
 
+def terrain_stack_bands(path: str) -> Optional[Dict[str, int]]:
+    """The band of each terrain product when ``path`` is a terrain stack (as ``topoclear:terrainstack``
+    writes it: four or more bands described ``elevation``, ``slope (...)``, ``aspect (...)``,
+    ``hillshade (...)``), else None (a DEM)."""
+    with open_raster(path, "DEM") as ds:
+        descriptions = [(d or "").strip().lower() for d in ds.descriptions]
+    found: Dict[str, int] = {}
+    for index, text in enumerate(descriptions, start=1):
+        word = re.split(r"[\s(,:]", text, maxsplit=1)[0] if text else ""
+        if word in TerrainSource.BANDS and word not in found:
+            found[word] = index
+    return found if len(found) == len(TerrainSource.BANDS) else None
+
+
+class StackTerrainSource:
+    """A terrain stack (``topoclear:terrainstack``) given for the DEM: its bands read as they are (not
+    derived again) on windows of the S2 grid, bilinearly (aspect: nearest, so 0/360 never averages to
+    south); the same interface as :class:`TerrainSource`."""
+
+    BANDS = TerrainSource.BANDS
+
+    def __init__(self, path: str, grid: Grid, bands: Dict[str, int], sun: Optional[SunAngles] = None,
+                 policy: str = "refuse", monitor: Monitor = SILENT, needed: Sequence[str] = BANDS) -> None:
+        self.path = str(path)
+        self.grid = grid
+        self.where = dict(bands)
+        self.needed = tuple(needed)
+        unknown = [b for b in self.needed if b not in self.BANDS]
+        if unknown:
+            raise InputError(f"terrain bands {unknown} are not among {', '.join(self.BANDS)}")
+        with open_raster(self.path, "DEM (terrain stack)") as ds:
+            self.coverage = check_coverage(Grid.of(ds), grid, "DEM", self.path, policy, monitor)
+            sample = overview(ds, self.where["elevation"])
+            slope_text = (ds.descriptions[self.where["slope"] - 1] or "").lower()
+            shade_text = (ds.descriptions[self.where["hillshade"] - 1] or "").lower()
+        sample = sample[np.isfinite(sample)]
+        if sample.size == 0:
+            raise InputError(f"DEM {os.path.basename(self.path)} (a terrain stack) holds only nodata or NaN in its "
+                             f"elevation band {self.where['elevation']}")
+        self.percent_slope = "percent" in slope_text
+        pair = re.search(r"sun\s+([-\d.]+)/([-\d.]+)", shade_text)  # "hillshade (sun 45.0/315.0 deg)"
+        zenith = pair or re.search(r"(?:zenith|suns at)\s+([-\d.]+)", shade_text)
+        azimuth = re.search(r"azimuth\s+([-\d.]+)", shade_text)
+        zenith_deg = float(zenith.group(1)) if zenith else 45.0
+        self.fill = {"elevation": float(np.median(sample)), "slope": TERRAIN_FILL["slope"],
+                     "aspect": TERRAIN_FILL["aspect"], "hillshade": 255.0 * math.cos(math.radians(zenith_deg))}
+        self.filled = 0
+        self.pixels = 0
+        self._count_lock = threading.Lock()
+        self._datasets = ThreadLocalDatasets("DEM (terrain stack)")
+        azimuth_text = pair.group(2) if pair else (azimuth.group(1) if azimuth else None)
+        lit = (f"sun zenith {zenith.group(1)} deg" + (f", azimuth {azimuth_text} deg" if azimuth_text else "")
+               if zenith else "its own sun")
+        self.summary = (f"DEM: {os.path.basename(self.path)} is a terrain stack (elevation band "
+                        f"{self.where['elevation']}, slope {self.where['slope']}, aspect {self.where['aspect']}, "
+                        f"hillshade {self.where['hillshade']}): its bands are used as they are, not derived again; "
+                        f"covers {100 * self.coverage:.1f} % of the scene; resampled bilinearly (aspect: nearest); "
+                        f"hillshade lit by {lit} as the stack was made"
+                        + (" (the scene's sun angles are not used for it)" if sun is not None else ""))
+
+    def read(self, window: WindowTuple) -> np.ndarray:
+        """(len(needed), rows, cols) float32 in physical units (slope in degrees), missing cells filled."""
+        ds = self._datasets.get(self.path)
+        out = np.empty((len(self.needed), window[2], window[3]), np.float32)
+        missing = np.zeros(window[2:], bool)
+        for k, name in enumerate(self.needed):
+            resampling = Resampling.nearest if name == "aspect" else Resampling.bilinear
+            values = warp_window(ds, self.where[name], self.grid, _window(window), resampling)
+            if name == "slope" and self.percent_slope:
+                values = np.degrees(np.arctan(values / np.float32(100.0))).astype(np.float32)
+            bad = ~np.isfinite(values)
+            if name in ("elevation", "slope", "hillshade"):
+                missing |= bad
+            out[k] = np.where(bad, np.float32(self.fill[name]), values)
+        with self._count_lock:
+            self.filled += int(missing.sum())
+            self.pixels += missing.size
+        return out
+
+    def close(self) -> None:
+        self._datasets.close()
+
+
+def open_terrain(dem_path: str, grid: Grid, band: int = 1, sun: Optional[SunAngles] = None, policy: str = "refuse",
+                 monitor: Monitor = SILENT, needed: Sequence[str] = TerrainSource.BANDS):
+    """The terrain of ``dem_path`` on ``grid``: a terrain stack's own bands (:class:`StackTerrainSource`,
+    detected by :func:`terrain_stack_bands`), else derived from the DEM's band ``band``
+    (:class:`TerrainSource`)."""
+    bands = terrain_stack_bands(dem_path)
+    if bands is not None:
+        return StackTerrainSource(dem_path, grid, bands, sun, policy, monitor, needed)
+    return TerrainSource(dem_path, grid, band, sun, policy, monitor, needed)
+
+
 # --------------------------------------------------------------------------------------------
 # Cloud masks
 # --------------------------------------------------------------------------------------------
@@ -370,4 +466,5 @@ def scene_mask(scene: "S2Scene", kind: str, mask: Optional[str] = None, band: in
 
 
 __all__ = ["S1_UNITS", "COMPUTED_MASK_BANDS", "S1_FILL_DB", "TERRAIN_FILL", "locate_s1", "detect_s1_units", "S1Source", "TerrainSource",
+           "StackTerrainSource", "terrain_stack_bands", "open_terrain",
            "MaskSource", "padded_read", "resolve_mask_method", "scene_mask"]

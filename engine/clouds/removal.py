@@ -46,13 +46,13 @@ from dataclasses import dataclass
 from typing import Any, List, Optional
 
 from ..errors import InputError
-from ..io.atomic import AtomicRasterWriter
+from ..io.atomic import AtomicRasterWriter, published_together
 from ..io.raster import bounded_gdal_cache
-from ..progress import SILENT, Monitor
+from ..progress import SILENT, Countdown, Monitor
 from ..sentinel2.metadata import SunAngles
 from .device import ModelRunner, TileTooLarge
 from ..io.atomic import temporary_beside
-from .inputs import COMPUTED_MASK_BANDS, MaskSource, S1Source, TerrainSource, scene_mask
+from .inputs import COMPUTED_MASK_BANDS, MaskSource, S1Source, TerrainSource, open_terrain, scene_mask
 from .masks.kinds import RULES, mask_method
 from .methods.catalogue import AUTOMATIC, get_method
 from .methods.classic import fill_scene, grown_window
@@ -66,7 +66,7 @@ from .tile_inputs import TileInputs
 from .tiling import Blender, TilePlan, round_up
 from .tiling_defaults import default_tiling, receptive_radius
 from .weights import resolve_model
-from .writer import OutputWriter, band_descriptions
+from .writer import OutputWriter, band_descriptions, output_options
 
 __all__ = ["remove_clouds", "run_cloud_removal", "CloudRemovalRequest", "InferenceOptions", "CloudRemovalReport"]
 
@@ -108,7 +108,7 @@ class _Sources:
 
     scene: S2Scene
     s1: Optional[S1Source] = None
-    terrain: Optional[TerrainSource] = None
+    terrain: Optional[Any] = None  # TerrainSource or StackTerrainSource
     mask: Optional[MaskSource] = None
     prior: Optional[PriorSource] = None
     temporary: tuple = ()
@@ -202,7 +202,8 @@ def run_fill(request: CloudRemovalRequest, monitor: Monitor = SILENT) -> CloudRe
             log.say(mask.summary)
         observed = observed_path(request.output, request.observed)
         log.say(f"Method: fill from the surroundings, {request.fill.describe()}")
-        done = fill_scene(scene, mask, request.output, observed, request.fill, monitor)
+        done = fill_scene(scene, mask, request.output, observed, request.fill, monitor,
+                          creation_options=request.creation_options)
     finally:
         if mask is not None:
             mask.close()
@@ -307,11 +308,11 @@ def _open_auxiliary(sources: _Sources, network: _Network, request: CloudRemovalR
         log.say(f"{title} takes no Sentinel-1 input: the Sentinel-1 layer is not used")
     if "terrain" in layout.inputs:
         sun = _sun(request.metadata, request.sun)
-        if sun is None:
+        sources.terrain = open_terrain(request.dem, scene.grid, request.dem_band, sun, policy, log.monitor,
+                                       needed=[canonical_terrain_name(b) for b in layout.terrain])
+        if sun is None and isinstance(sources.terrain, TerrainSource):
             log.say("No Sentinel-2 metadata for the sun angles: the hillshade is lit from azimuth 315, zenith 45 "
                     "(give the scene's MTD_TL.xml to light it as the scene was)")
-        sources.terrain = TerrainSource(request.dem, scene.grid, request.dem_band, sun, policy, log.monitor,
-                                        needed=[canonical_terrain_name(b) for b in layout.terrain])
         log.say(sources.terrain.summary)
     elif request.dem:
         log.say(f"{title} takes no terrain input: the DEM is not used")
@@ -392,9 +393,12 @@ def _write_scene(network: _Network, sources: _Sources, runner: ModelRunner, tili
     mask = sources.prior if sources.prior is not None else sources.mask
     coder = _coder(network, sources, request)
     observed = observed_path(request.output, request.observed)
-    with bounded_gdal_cache(), AtomicRasterWriter(request.output, scene.grid, len(scene.output_names), scene.dtype,
-                                                  scene.declared_nodata, descriptions) as dst, \
-            AtomicRasterWriter(observed, scene.grid, 1, "uint8", 0, [band_description()]) as obs:
+    with bounded_gdal_cache(), published_together(), \
+            AtomicRasterWriter(request.output, scene.grid, len(scene.output_names), scene.dtype,
+                               scene.declared_nodata, descriptions,
+                               output_options(scene.dtype, request.creation_options)) as dst, \
+            AtomicRasterWriter(observed, scene.grid, 1, "uint8", 0, [band_description()],
+                               output_options("uint8", request.creation_options)) as obs:
         while True:
             stats = TileStats()
             writer = OutputWriter(scene, network.layout, network.spec.scaling, mask, keep_clear, dst, stats,
@@ -439,6 +443,7 @@ def _run_pass(inputs: TileInputs, runner: ModelRunner, writer: OutputWriter, til
     stats.tiles, stats.tile, stats.overlap = len(tiles), plan.tile_size, plan.overlap
     workers = options.workers or (min(8, max(1, (os.cpu_count() or 2) // 2)) if runner.cuda else 1)
     done, total = 0, max(1, len(tiles))
+    countdown = Countdown(total, monitor.message, "Tile")
     pending: deque = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="topoclear-read") as pool:
         try:
@@ -457,6 +462,7 @@ def _run_pass(inputs: TileInputs, runner: ModelRunner, writer: OutputWriter, til
                 _blend_batch(group, flags, predictions, blender, writer)
                 done += len(group)
                 monitor.progress(100.0 * done / total)
+                countdown.update(done)
         finally:
             for _, future in pending:
                 future.cancel()

@@ -67,7 +67,9 @@ class CloudRemovalRequest:
 
     Outputs:
         output: the cloud-free GeoTIFF; observed: its companion raster of observed codes
-        (:mod:`topoclear.engine.clouds.observed`; None: ``<output>_observed.tif``).
+        (:mod:`topoclear.engine.clouds.observed`; None: ``<output>_observed.tif``); creation_options:
+        GDAL GeoTIFF creation options of both (None: DEFLATE with the predictor of the data type, tiled;
+        :func:`topoclear.engine.clouds.writer.output_options`).
 
     Cloud mask:
         mask: a mask raster; mask_kind: a method of :mod:`topoclear.engine.clouds.masks.kinds`
@@ -106,3 +108,4 @@ class CloudRemovalRequest:
     model_title: Optional[str] = None
     fill: FillParameters = field(default_factory=FillParameters)
     observed: Optional[str] = None
+    creation_options: Optional[Dict[str, str]] = None

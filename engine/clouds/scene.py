@@ -62,11 +62,11 @@ class S2Scene:
             self._describe_band_files()
         if self.grid.crs is None:
             raise InputError(f"Sentinel-2 input {self.source} has no coordinate reference system")
-        # nodata written in invalid pixels: the declared value, else Sentinel-2's DN 0 (NaN for floats)
-        if self.declared_nodata is not None:
-            self.fill_value = self.declared_nodata
-        else:
-            self.fill_value = np.nan if np.dtype(self.dtype).kind == "f" else 0
+        # nodata written in invalid pixels: the declared value, else Sentinel-2's DN 0 (NaN for floats, which
+        # the outputs then declare: non-finite input pixels are nodata)
+        if self.declared_nodata is None and np.dtype(self.dtype).kind == "f":
+            self.declared_nodata = float("nan")
+        self.fill_value = self.declared_nodata if self.declared_nodata is not None else 0
         self.height, self.width = self.grid.height, self.grid.width
         self._readers: Dict[int, BandReader] = {}
         self._lock = threading.Lock()

@@ -47,7 +47,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from ..errors import InputError
-from ..io.atomic import AtomicRasterWriter
+from ..io.atomic import AtomicRasterWriter, published_together
 from ..io.raster import bounded_gdal_cache
 from ..progress import SILENT, Monitor
 from .request import InferenceOptions
@@ -418,8 +418,9 @@ def _fill_pass(request, target: _Target, sources: List[DateSource], fits, fill_f
         return box, sides, refl, cloud, aux, raw[(slice(None),) + core], valid[(slice(None),) + core], core
 
     progress = monitor.sub(0, 50) if part and hasattr(monitor, "sub") else monitor
-    with bounded_gdal_cache(), AtomicRasterWriter(out_path, scene.grid, len(target.bands), scene.dtype,
-                                                  scene.declared_nodata, descriptions) as dst, \
+    with bounded_gdal_cache(), published_together(), \
+            AtomicRasterWriter(out_path, scene.grid, len(target.bands), scene.dtype, scene.declared_nodata,
+                               descriptions) as dst, \
             SourceWriter(source_path, scene.grid, legend) as src_dst, \
             AtomicRasterWriter(observed, scene.grid, 1, "uint8", OBSERVED_NODATA, [observed_description()]) as obs, \
             ThreadPoolExecutor(max_workers=max(1, int(request.workers)), thread_name_prefix="topoclear-ts") as pool:

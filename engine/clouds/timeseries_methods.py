@@ -10,8 +10,7 @@
   PSNR inside the cloud mask (:data:`SCORE`) on the held-out dates of the real series
   (``metrics.held_out["real_series"]["by_auxiliary_dates"]``, the row nearest to the number of other
   dates given), where the card also records the time-series fill and the single-image fill on the
-  same samples (written by ``scripts/evaluate_timeseries.py``; the time-series fill's own card is
-  ``models/weights/timeseries_fill.json``). Without such a card (no
+  same samples (written by ``scripts/evaluate_timeseries.py``). Without such a card (no
   weights shipped for the inputs), the time-series fill. The log says which and why.
 
 New methods are appended at the end of :data:`SERIES_METHODS` (Processing enums are stored by index).

@@ -3,13 +3,14 @@ kept, nodata written where the input has none, band descriptions, one rectangle 
 observed codes of each rectangle (:mod:`.observed`) into the companion raster."""
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 from rasterio.windows import Window
 
 from ...models.scaling import unscale_s2
-from ..io.raster import declared_nodata
+from ..errors import InputError
+from ..io.raster import DEFAULT_CREATION_OPTIONS, declared_nodata
 from .inputs import MaskSource
 from .observed import ObservedCounts, single_image_codes
 from .report import TileStats
@@ -33,9 +34,48 @@ def to_output_dtype(values: np.ndarray, dtype: str, fill_value) -> np.ndarray:
     return out
 
 
+def default_compression(dtype: str) -> Dict[str, str]:
+    """DEFLATE with the predictor that suits ``dtype``: horizontal differencing (2) for integers, the
+    floating-point predictor (3) for floats."""
+    kind = np.dtype(dtype).kind
+    return {"COMPRESS": "DEFLATE", "ZLEVEL": "6", "PREDICTOR": "3" if kind == "f" else "2"}
+
+
+def parse_creation_options(text: str, name: str = "CREATION_OPTIONS") -> Dict[str, str]:
+    """``"COMPRESS=DEFLATE|PREDICTOR=2"`` (GDAL GTiff creation options separated by ``|``, as QGIS writes
+    them; spaces, commas and semicolons also separate) -> {"COMPRESS": "DEFLATE", "PREDICTOR": "2"};
+    an error naming ``name`` for an item that is not KEY=VALUE."""
+    options: Dict[str, str] = {}
+    for item in (t.strip() for t in str(text or "").replace(";", "|").replace(",", "|").replace(" ", "|").split("|")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise InputError(f"{name}: {item!r} is not KEY=VALUE (GDAL GeoTIFF creation options separated by |, "
+                             "e.g. COMPRESS=DEFLATE|PREDICTOR=2|ZLEVEL=9)")
+        options[key.strip().upper()] = value.strip()
+    return options
+
+
+def output_options(dtype: str, given: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """The GeoTIFF creation options of a cloud-removal output of ``dtype``: tiled 512 x 512 (BigTIFF when
+    needed) and DEFLATE-compressed with the predictor of the type (:func:`default_compression`), or, when
+    ``given``, the tiling with the options given (a given COMPRESS replaces the default compression;
+    ``COMPRESS=NONE`` writes uncompressed)."""
+    options = dict(DEFAULT_CREATION_OPTIONS)
+    given = {str(k).upper(): str(v) for k, v in (given or {}).items()}
+    if "COMPRESS" not in given:
+        options.update(default_compression(dtype))
+    options.update(given)
+    if options.get("COMPRESS", "").upper() == "NONE":
+        for key in ("COMPRESS", "PREDICTOR", "ZLEVEL"):
+            options.pop(key, None)
+    return options
+
+
 def band_descriptions(scene: S2Scene, layout, spec_name: str, from_fill: bool = False) -> List[str]:
     """One description per output band: predicted by ``spec_name``, or copied from the input (``from_fill``:
-    from the fill, for the networks that start from it)."""
+    from the fill, for the networks that start from it). Short: QGIS's band menus are as wide as they are."""
     predicted = set(layout.output)
     out = []
     for i, name in enumerate(scene.output_names):
@@ -44,8 +84,7 @@ def band_descriptions(scene: S2Scene, layout, spec_name: str, from_fill: bool = 
         else:
             original = scene.input_descriptions[i] if i < len(scene.input_descriptions) else None
             label = original or name
-            source = "filled from the surroundings inside the mask" if from_fill else "copied from the input"
-            out.append(f"{label}, {source} (not predicted by {spec_name})")
+            out.append(f"{label}, {'filled (not predicted)' if from_fill else 'copied from the input'}")
     return out
 
 
@@ -87,7 +126,7 @@ class OutputWriter:
         cloud = self.mask_source.read(window) if self.mask_source is not None else None
         keep = (valid & ~cloud) if (self.keep_clear and cloud is not None) else None
         refl = unscale_s2(values, self.scaling)  # reflectance x 10000
-        out = raw.copy()
+        out = np.where(valid_bands, raw, self.fill)  # pixels invalid in the input (NaN, inf, nodata) are nodata
         for k, b in enumerate(self.out_index):
             src = scene.bands[scene.output_names[b]]
             dn = refl[k] * np.float32(src.quantification / 10000.0) - np.float32(src.offset)

@@ -12,6 +12,8 @@ TopoClear output follows:
   a cancel therefore never publishes a file;
 * any failure removes the temporary file; temporary files left by earlier runs that were killed
   (their process is gone) are removed the next time the same output is written;
+* the rasters of one run (an image and its companions) are published all or none
+  (:func:`published_together`): one that cannot be written discards the others too;
 * nothing is written anywhere but the output paths and their temporary files; names taken from
   inputs (scene names, sample ids) become file names only through :func:`contained_path`, which
   refuses any that would leave the output folder;
@@ -32,7 +34,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 import rasterio
 from rasterio.windows import Window
@@ -389,6 +391,40 @@ def raster_bytes(grid: Grid, count: int, dtype: str, options: Optional[Mapping[s
 
 _ACTIVE: Dict[str, str] = {}  # real path -> what is being written there, by the writers open in this process
 _ACTIVE_LOCK = threading.Lock()
+_GROUP = threading.local()  # .pending: the verified writers of the innermost published_together() of a thread
+
+
+@contextmanager
+def published_together() -> Iterator[None]:
+    """The rasters of one run published all or none: an :class:`AtomicRasterWriter` that completes inside
+    the block (in the same thread) is verified but moved into place only when the whole block completes;
+    when the block fails (another output of the run cannot be written, a cancel), the finished ones are
+    discarded too, so a run never leaves part of its outputs behind."""
+    outer = getattr(_GROUP, "pending", None)
+    pending: List["AtomicRasterWriter"] = []
+    _GROUP.pending = pending
+    try:
+        yield
+    except BaseException:
+        for writer in pending:
+            writer._discard()
+        raise
+    finally:
+        _GROUP.pending = outer
+    if outer is not None:  # nested: the outermost block publishes
+        outer.extend(pending)
+        return
+    published: List[Path] = []
+    try:
+        for writer in pending:
+            publish(writer._tmp, writer.path)
+            published.append(writer.path)
+    except BaseException:
+        for writer in pending[len(published):]:
+            writer._discard()
+        for path in published:
+            discard(path)
+        raise
 
 
 class AtomicRasterWriter:
@@ -476,6 +512,10 @@ class AtomicRasterWriter:
             return False
         try:
             verify_raster(self._tmp, self.grid, self.count, self.path)
+            group = getattr(_GROUP, "pending", None)
+            if group is not None:  # published with the other outputs of the run (published_together)
+                group.append(self)
+                return False
             publish(self._tmp, self.path)
         except Exception:
             self._discard()

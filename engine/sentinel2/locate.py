@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -202,6 +202,101 @@ def _radiometry(bands: Dict[str, BandSource], anchor: List[Path], offset: Option
     return out, "; ".join(sorted(notes)), level
 
 
+@dataclass
+class FoundBands:
+    """What one Sentinel-2 input gave: its bands by name, its SCL band, its layout and, for a
+    stack, its path (explicit band choices refer to it)."""
+
+    bands: Dict[str, BandSource] = field(default_factory=dict)
+    scl: Optional[BandSource] = None
+    layout: str = "explicit band choices"
+    stack_path: Optional[str] = None
+
+
+def bands_in_folder(path: Path, wanted: Sequence[str], preferred_resolutions: Sequence[int]) -> FoundBands:
+    """The bands of a SAFE product folder or a folder of separate band files."""
+    files, scl_file = _band_files(path, preferred_resolutions)
+    if not files:
+        raise InputError(f"Sentinel-2 input: no band files (names with _B03, _B11...) found in folder {path}; "
+                         "choose a band stack or a band file instead")
+    is_safe = path.name.upper().endswith(".SAFE") or (path / "GRANULE").is_dir()
+    found = FoundBands(layout="SAFE product folder" if is_safe else "folder of separate band files")
+    for name in wanted:
+        if name in files:
+            found.bands[name] = BandSource(name, str(files[name]), 1, found_by="file name in folder")
+    if scl_file is not None:
+        found.scl = BandSource("SCL", str(scl_file), 1, found_by="SCL file")
+    return found
+
+
+def bands_beside_file(path: Path, own_band: str, wanted: Sequence[str],
+                      preferred_resolutions: Sequence[int]) -> FoundBands:
+    """The bands of a product whose bands are separate files, from one of them (``own_band``)."""
+    files, scl_file = _band_files(path.parent, preferred_resolutions)
+    if path.parent.name.upper() in ("R10M", "R20M", "R60M"):
+        more, more_scl = _band_files(path.parent.parent, preferred_resolutions)
+        for name, other in more.items():
+            files.setdefault(name, other)
+        scl_file = scl_file or more_scl
+    files[own_band] = path
+    found = FoundBands(layout="separate band files")
+    for name in wanted:
+        if name in files:
+            how = "the chosen file" if files[name] == path else "file name beside it"
+            found.bands[name] = BandSource(name, str(files[name]), 1, found_by=how)
+    if scl_file is not None:
+        found.scl = BandSource("SCL", str(scl_file), 1, found_by="SCL file beside the bands")
+    return found
+
+
+def bands_in_file(path: Path, names: Sequence[str], wanted: Sequence[str], overrides: Mapping[str, Override],
+                  preferred_resolutions: Sequence[int]) -> FoundBands:
+    """The bands of a raster file: a stack with named bands, a stack of a known layout, one band file
+    of a product or (with every band chosen explicitly) any raster."""
+    with open_raster(path, "Sentinel-2 input") as ds:
+        count = ds.count
+        named = bands_named_in_descriptions(ds)
+    own_band = band_from_filename(path)
+    if count > 1 and len(named) >= 2:
+        found = FoundBands(layout=f"{count}-band stack with named bands", stack_path=str(path))
+        for name in wanted:
+            if name in named:
+                found.bands[name] = BandSource(name, str(path), named[name], found_by="band description")
+        return found
+    if count in STACK_LAYOUTS:
+        layout, order = STACK_LAYOUTS[count]
+        found = FoundBands(layout=layout, stack_path=str(path))
+        for name in wanted:
+            if name in order:
+                found.bands[name] = BandSource(name, str(path), order.index(name) + 1, found_by=layout.split(" (")[0])
+        return found
+    if count == 1 and own_band is not None:
+        return bands_beside_file(path, own_band, wanted, preferred_resolutions)
+    if count == 1 and is_scl_name(path.name):
+        raise InputError(f"Sentinel-2 input: {path.name} is a scene classification (SCL) band; choose a "
+                         "reflectance band file or the product instead, and give the SCL as the cloud mask")
+    if not all(n in overrides for n in names):
+        missing = [ROLE_LABELS.get(n, n) for n in names if n not in overrides]
+        raise InputError(
+            f"Sentinel-2 input: {path.name} has {count} band(s) and does not look like a Sentinel-2 "
+            f"product (expected a 13-, 12- or 10-band stack, named bands, a band file named like "
+            f"..._B03.tif or a SAFE folder); choose the band(s) explicitly: {', '.join(missing)}")
+    return FoundBands(layout=f"{count}-band raster with explicit band choices", stack_path=str(path))
+
+
+def input_path(source: os.PathLike | str) -> Path:
+    """The file or folder of a Sentinel-2 input (a GDAL subdataset name or a metadata XML: its folder)."""
+    text = str(source)
+    if _is_subdataset_name(text):
+        text = str(Path(_subdataset_xml(text)).parent)
+    path = Path(text)
+    if path.is_file() and path.suffix.lower() == ".xml":
+        path = path.parent
+    if not path.exists():
+        raise InputError(f"Sentinel-2 input: {path} does not exist")
+    return path
+
+
 def locate_bands(source: Optional[os.PathLike | str], names: Sequence[str] = ("B3", "B4", "B11"),
                  overrides: Optional[Mapping[str, Override]] = None, offset: Optional[float] = None,
                  quantification: Optional[float] = None, preferred_resolutions: Sequence[int] = (20, 10, 60),
@@ -214,100 +309,34 @@ def locate_bands(source: Optional[os.PathLike | str], names: Sequence[str] = ("B
     """
     overrides = dict(overrides or {})
     wanted = list(dict.fromkeys(list(names) + list(optional)))
-    found: Dict[str, BandSource] = {}
-    scl: Optional[BandSource] = None
-    layout = "explicit band choices"
     anchor: List[Path] = []
-    stack_path: Optional[str] = None
-    notes: List[str] = []
-
+    found = FoundBands()
     if source is not None and str(source) != "":
-        text = str(source)
-        if _is_subdataset_name(text):
-            text = str(Path(_subdataset_xml(text)).parent)
-        path = Path(text)
-        if path.is_file() and path.suffix.lower() == ".xml":
-            path = path.parent
-        if not path.exists():
-            raise InputError(f"Sentinel-2 input: {path} does not exist")
+        path = input_path(source)
         anchor.append(path)
-        if path.is_dir():
-            files, scl_file = _band_files(path, preferred_resolutions)
-            if not files:
-                raise InputError(f"Sentinel-2 input: no band files (names with _B03, _B11...) found in folder {path}; "
-                                 "choose a band stack or a band file instead")
-            is_safe = path.name.upper().endswith(".SAFE") or (path / "GRANULE").is_dir()
-            layout = "SAFE product folder" if is_safe else "folder of separate band files"
-            for name in wanted:
-                if name in files:
-                    found[name] = BandSource(name, str(files[name]), 1, found_by="file name in folder")
-            if scl_file is not None:
-                scl = BandSource("SCL", str(scl_file), 1, found_by="SCL file")
-        else:
-            with open_raster(path, "Sentinel-2 input") as ds:
-                count = ds.count
-                named = bands_named_in_descriptions(ds)
-            own_band = band_from_filename(path)
-            if count > 1 and len(named) >= 2:
-                layout = f"{count}-band stack with named bands"
-                for name in wanted:
-                    if name in named:
-                        found[name] = BandSource(name, str(path), named[name], found_by="band description")
-                stack_path = str(path)
-            elif count in STACK_LAYOUTS:
-                layout, order = STACK_LAYOUTS[count]
-                for name in wanted:
-                    if name in order:
-                        found[name] = BandSource(name, str(path), order.index(name) + 1, found_by=layout.split(" (")[0])
-                stack_path = str(path)
-            elif count == 1 and own_band is not None:
-                layout = "separate band files"
-                files, scl_file = _band_files(path.parent, preferred_resolutions)
-                if (path.parent.name.upper() in ("R10M", "R20M", "R60M")):
-                    more, more_scl = _band_files(path.parent.parent, preferred_resolutions)
-                    for name, other in more.items():
-                        files.setdefault(name, other)
-                    scl_file = scl_file or more_scl
-                files[own_band] = path
-                for name in wanted:
-                    if name in files:
-                        how = "the chosen file" if files[name] == path else "file name beside it"
-                        found[name] = BandSource(name, str(files[name]), 1, found_by=how)
-                if scl_file is not None:
-                    scl = BandSource("SCL", str(scl_file), 1, found_by="SCL file beside the bands")
-            elif count == 1 and is_scl_name(path.name):
-                raise InputError(f"Sentinel-2 input: {path.name} is a scene classification (SCL) band; choose a "
-                                 "reflectance band file or the product instead, and give the SCL as the cloud mask")
-            else:
-                stack_path = str(path)
-                if not all(n in overrides for n in names):
-                    missing = [ROLE_LABELS.get(n, n) for n in names if n not in overrides]
-                    raise InputError(
-                        f"Sentinel-2 input: {path.name} has {count} band(s) and does not look like a Sentinel-2 "
-                        f"product (expected a 13-, 12- or 10-band stack, named bands, a band file named like "
-                        f"..._B03.tif or a SAFE folder); choose the band(s) explicitly: {', '.join(missing)}")
-                layout = f"{count}-band raster with explicit band choices"
+        found = (bands_in_folder(path, wanted, preferred_resolutions) if path.is_dir()
+                 else bands_in_file(path, names, wanted, overrides, preferred_resolutions))
 
     for name, (file, index) in overrides.items():
-        target = file if file else stack_path
+        target = file if file else found.stack_path
         if target is None and source is not None and not file:
             target = str(source)
         if not target:
             raise InputError(f"{ROLE_LABELS.get(name, name)}: band {index} chosen but no input layer or file given")
         with open_raster(target, ROLE_LABELS.get(name, name)) as ds:
             check_band(ds, int(index), ROLE_LABELS.get(name, name))
-        found[name] = BandSource(name, str(target), int(index), found_by="chosen explicitly")
+        found.bands[name] = BandSource(name, str(target), int(index), found_by="chosen explicitly")
         anchor.append(Path(target))
 
-    missing = [n for n in names if n not in found]
+    missing = [n for n in names if n not in found.bands]
     if missing:
         labels = ", ".join(ROLE_LABELS.get(n, n) for n in missing)
-        raise InputError(f"Sentinel-2 input ({layout}): missing band(s) {labels}; the tools need "
+        raise InputError(f"Sentinel-2 input ({found.layout}): missing band(s) {labels}; the tools need "
                          f"{', '.join(ROLE_LABELS.get(n, n) for n in names)}. Choose the missing band explicitly "
                          "(a band of the input or a separate band file)")
-    for src in found.values():
+    for src in found.bands.values():
         anchor.append(Path(src.path))
-    bands, radiometry, level = _radiometry(found, anchor, offset, quantification)
-    if level is None and scl is not None:
+    bands, radiometry, level = _radiometry(found.bands, anchor, offset, quantification)
+    if level is None and found.scl is not None:
         level = "L2A"
-    return S2Product(layout=layout, bands=bands, scl=scl, level=level, radiometry=radiometry, notes=notes)
+    return S2Product(layout=found.layout, bands=bands, scl=found.scl, level=level, radiometry=radiometry, notes=[])

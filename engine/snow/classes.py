@@ -16,6 +16,6 @@ CLASS_COLOURS: Dict[int, Tuple[int, int, int, int]] = {
 #: The ``CLASSES`` tag of a snow map.
 CLASSES_TAG = "100=snow;0=no snow;205=cloud;255=nodata"
 #: The band description of a snow map.
-SNOWMAP_DESCRIPTION = "snow map: 100 snow, 0 no snow, 205 cloud, 255 nodata"
+SNOWMAP_DESCRIPTION = "snow map (100 = snow)"  # short: QGIS band menus are as wide as it (legend: CLASSES)
 #: Nodata of the Float32 outputs (NDSI, fractional snow cover).
 FLOAT_NODATA = -9999.0

@@ -43,5 +43,6 @@ def fsc_of_map(classes: np.ndarray, nd: np.ndarray, formula: str) -> np.ndarray:
 
 def fsc_writer(path: str, grid: Grid, formula: str) -> AtomicRasterWriter:
     """The writer of the FSC raster of ``grid``."""
-    text = FORMULA_TEXT["gascoin" if formula == "gascoin" else "salomonson"]
-    return AtomicRasterWriter(path, grid, 1, "float32", FLOAT_NODATA, [f"fractional snow cover 0-1: {text}"])
+    source = "Gascoin 2020" if formula == "gascoin" else "Salomonson 2004"
+    # short: QGIS's band menus are as wide as the longest description (the formulas: FORMULA_TEXT)
+    return AtomicRasterWriter(path, grid, 1, "float32", FLOAT_NODATA, [f"FSC 0-1 ({source})"])

@@ -354,8 +354,8 @@ def terrain_products(z: np.ndarray, valid: np.ndarray, dx, dy, products: Sequenc
 DESCRIPTIONS = {
     "elevation": "elevation",
     "slope": "slope ({units})",
-    "aspect": "aspect (degrees clockwise from north)",
-    "hillshade": "hillshade (0-255, sun zenith {zenith:.2f} deg, azimuth {azimuth:.2f} deg)",
+    "aspect": "aspect (degrees from north)",
+    "hillshade": "hillshade (sun {zenith:.2f}/{azimuth:.2f} deg)",  # zenith/azimuth; short for band menus
 }
 
 
@@ -364,7 +364,7 @@ def product_description(product: str, options: TerrainOptions) -> str:
     text = DESCRIPTIONS[product].format(units=options.slope_units, zenith=options.sun.zenith,
                                         azimuth=options.sun.azimuth)
     if product == "hillshade" and options.multidirectional:
-        text = f"hillshade (0-255, multidirectional, sun zenith {options.sun.zenith:.2f} deg)"
+        text = f"hillshade (4 suns at {options.sun.zenith:.1f} deg)"
     return text
 
 

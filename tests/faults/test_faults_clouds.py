@@ -26,7 +26,16 @@ S2 = ("sen12ms-cr", "s2_cloudy", "ROIs1868_summer_s2_cloudy_19_p30.tif")
 S1 = ("sen12ms-cr", "s1", "ROIs1868_summer_s1_19_p30.tif")
 CLEAR = ("sen12ms-cr", "s2_clear", "ROIs1158_spring_s2_39_p500.tif")
 CLOUDY = ("sen12ms-cr", "s2_cloudy", "ROIs1158_spring_s2_cloudy_39_p500.tif")
-UNET = 1  # MODEL index of the UNet
+
+
+def _method_index(key: str) -> int:
+    """The MODEL value of a method (the menu follows the catalogue's order)."""
+    from topoclear.engine.clouds.methods.catalogue import removal_methods
+
+    return next(i for i, m in enumerate(removal_methods()) if m.key == key)
+
+
+UNET = _method_index("unet")  # MODEL index of the UNet
 NO_MASK = 4  # MASK_TYPE "none"
 
 
@@ -432,7 +441,8 @@ def test_evaluate_report_on_a_full_disk(run_alg, tmp_path, pair, small_disk):
 # ------------------------------------------------------------------------------------------------
 
 def test_removeclouds_on_a_full_disk(run_alg, tmp_path, s2, weights, small_disk):
-    with Watched(tmp_path):
+    small_disk.fill(leave=64 * 1024)  # outputs are compressed: the bare 2 MB could hold them
+    with Watched(tmp_path, skip=[small_disk.filler]):
         fails(run_alg, "removeclouds", r"\bOUTPUT\b", r"result\.tif", r"disk is full|no space",
               **run_params(s2, weights), OUTPUT=str(small_disk.path / "result.tif"))
     assert small_disk.contents() == []

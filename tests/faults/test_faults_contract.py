@@ -290,8 +290,11 @@ def test_qgis_process_pickled_weights(qgis_process, tmp_path):
     s2 = copy_in(data_path("sen12ms-cr", "s2_cloudy", "ROIs1868_summer_s2_cloudy_19_p30.tif"), tmp_path / "in")
     evil = tmp_path / "in" / "evil.pt"
     torch.save({"w": torch.zeros(1)}, evil)
+    from topoclear.engine.clouds.methods.catalogue import removal_methods
+
+    unet = next(i for i, m in enumerate(removal_methods()) if m.key == "unet")  # the MODEL value of the UNet
     with Watched(tmp_path):
-        text = run_cli(qgis_process, "topoclear:removeclouds", "--", f"INPUT={s2}", "MODEL=1", f"WEIGHTS={evil}",
+        text = run_cli(qgis_process, "topoclear:removeclouds", "--", f"INPUT={s2}", f"MODEL={unet}", f"WEIGHTS={evil}",
                        "MASK_TYPE=4", f"OUTPUT={tmp_path / 'out' / 'c.tif'}")
     check_message(text, r"WEIGHTS", r"evil\.pt", r"safetensors")
 

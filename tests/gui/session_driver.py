@@ -38,7 +38,7 @@ from qgis.core import (QgsApplication, QgsMapLayer, QgsProcessingModelAlgorithm,
 from qgis.gui import QgsCollapsibleGroupBoxBasic
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QEventLoop, QPoint, Qt, QTimer
-from qgis.PyQt.QtWidgets import (QAbstractButton, QApplication, QComboBox, QDialog, QDockWidget, QGroupBox, QLabel,
+from qgis.PyQt.QtWidgets import (QAbstractButton, QApplication, QCheckBox, QComboBox, QDialog, QDockWidget, QGroupBox, QLabel,
                                  QLineEdit, QPushButton,
                                  QMessageBox, QRadioButton, QScrollArea, QTextEdit, QWidget)
 from qgis.PyQt.QtXml import QDomDocument
@@ -188,7 +188,10 @@ class Session:
     def click(self, button: QAbstractButton) -> None:
         """A left click on the button, as the user's mouse gives it."""
         if QTest is not None and button.isVisible():
-            QTest.mouseClick(button, Qt.LeftButton)
+            if isinstance(button, (QRadioButton, QCheckBox)):  # on the indicator: a wide one ignores clicks past its text
+                QTest.mouseClick(button, Qt.LeftButton, Qt.NoModifier, QPoint(8, button.height() // 2))
+            else:
+                QTest.mouseClick(button, Qt.LeftButton)
         else:
             button.click()
 
@@ -930,6 +933,10 @@ class Session:
             if index >= 0:
                 cloud.model_combo.setCurrentIndex(index)
             check["model"] = cloud.model_combo.currentData()
+            # small tiles, one at a time: a run of many tiles, long enough to be cancelled on a fast machine
+            cloud.tile_spin.setValue(64)
+            cloud.overlap_spin.setValue(16)
+            cloud.batch_spin.setValue(1)
             cloud.output_widget.setFilePath(output)
             received = []
             cloud.runFinished.connect(lambda ok, msg: received.append((bool(ok), msg)))
@@ -989,7 +996,7 @@ class Session:
             options = alg.parameterDefinition("MODEL").options()
             model = next((i for i, o in enumerate(options) if o.lower().startswith("dsen2-cr")), 2)
             params = {"INPUT": self.layers.get("s2_19"), "S1": self.layers.get("s1_19"), "MODEL": model,
-                      "DEVICE": "cpu", "OUTPUT": output}
+                      "DEVICE": "cpu", "TILE_SIZE": 64, "OVERLAP": 16, "BATCH_SIZE": 1, "OUTPUT": output}
             dialog = processing.createAlgorithmDialog("topoclear:removeclouds", params)
             dialog.show()
             self.pump(0.8)

@@ -67,7 +67,7 @@ class RemovalMethod:
 
 
 AUTOMATIC = RemovalMethod(
-    "auto", "automatic", "Automatic (best held-out score for the inputs given)",
+    "auto", "automatic", "Automatic (best held-out score)",
     "For the inputs given (Sentinel-2 only; with Sentinel-1; with a DEM), runs the method whose shipped card records "
     "the best held-out score (mean PSNR inside the cloud mask on real held-out data), the fill included; the log says "
     "which and why.", 0, parameters=("distance", "smoothing"))

@@ -23,14 +23,14 @@ import numpy as np
 from rasterio.windows import Window
 
 from ...errors import InputError
-from ...io.atomic import AtomicRasterWriter
+from ...io.atomic import AtomicRasterWriter, published_together
 from ...io.raster import bounded_gdal_cache
 from ...io.windows import iter_windows, run_windows
-from ...progress import SILENT, Monitor
+from ...progress import SILENT, Monitor, counting
 from ..inputs import MaskSource
 from ..observed import ObservedCounts, band_description, legend, single_image_codes
 from ..scene import S2Scene
-from ..writer import to_output_dtype
+from ..writer import output_options, to_output_dtype
 from .fill import FillParameters, fill_block
 
 #: Side (px) of the square windows of the scene fill (each read with its halo; even, see fill_block).
@@ -65,11 +65,13 @@ def grown_window(window: Window, halo: int, height: int, width: int):
 def fill_scene(scene: S2Scene, mask: Optional[MaskSource], output: str, observed: str,
                parameters: FillParameters = FillParameters(), monitor: Monitor = SILENT,
                checked_bands: Optional[Sequence[str]] = None, window: int = WINDOW,
-               tags: Optional[dict] = None) -> FillPass:
+               tags: Optional[dict] = None, creation_options: Optional[dict] = None) -> FillPass:
     """Fill ``scene`` inside ``mask`` and write ``output`` and its ``observed`` codes (module notes).
 
     ``checked_bands``: the bands that must be valid for a pixel to count as valid (default: the
-    scene's model bands). Without a mask there is nothing to fill: an :class:`InputError`.
+    scene's model bands); ``creation_options``: given GeoTIFF creation options of the outputs
+    (:func:`~topoclear.engine.clouds.writer.output_options`). Without a mask there is nothing to fill: an
+    :class:`InputError`.
     """
     if mask is None:
         raise InputError("the fill from the surroundings fills the cloud / shadow mask: choose a cloud mask method "
@@ -82,6 +84,7 @@ def fill_scene(scene: S2Scene, mask: Optional[MaskSource], output: str, observed
     counts = ObservedCounts()
     totals = {"valid": 0, "cloud": 0}
     windows = list(iter_windows(scene.width, scene.height, window, window))
+    monitor = counting(monitor, len(windows), "Window")
 
     def read(w: Window):
         block, inner = grown_window(w, halo, scene.height, scene.width)
@@ -101,10 +104,12 @@ def fill_scene(scene: S2Scene, mask: Optional[MaskSource], output: str, observed
         codes = single_image_codes(valid_in, cloud_in, reached[sl])
         return out, codes, int(valid_in.sum()), int(cloud_in.sum())
 
-    with bounded_gdal_cache(), \
+    with bounded_gdal_cache(), published_together(), \
             AtomicRasterWriter(output, scene.grid, len(scene.output_names), scene.dtype, scene.declared_nodata,
-                               fill_descriptions(scene, parameters)) as dst, \
-            AtomicRasterWriter(observed, scene.grid, 1, "uint8", 0, [band_description()]) as obs:
+                               fill_descriptions(scene, parameters),
+                               output_options(scene.dtype, creation_options)) as dst, \
+            AtomicRasterWriter(observed, scene.grid, 1, "uint8", 0, [band_description()],
+                               output_options("uint8", creation_options)) as obs:
 
         def write(w: Window, result) -> None:
             out, codes, valid, cloud = result
@@ -125,6 +130,6 @@ def fill_scene(scene: S2Scene, mask: Optional[MaskSource], output: str, observed
 
 
 def fill_descriptions(scene: S2Scene, parameters: FillParameters) -> List[str]:
-    """One description per output band: filled inside the mask."""
-    return [f"{name}, filled from the surroundings inside the cloud mask ({parameters.describe()})"
-            for name in scene.output_names]
+    """One description per output band: filled inside the mask (short, as QGIS's band menus are as wide as
+    their entries; the parameters are in the TOPOCLEAR_FILL tag)."""
+    return [f"{name}, filled from the surroundings" for name in scene.output_names]

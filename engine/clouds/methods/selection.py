@@ -13,7 +13,9 @@ on, scored whole-image and inside the cloud / shadow mask. For a run's inputs,
    whose inputs are given (an optical-only file also runs when Sentinel-1 is there);
 3. keeps those whose mean whole-image PSNR on the benchmark is at most
    :data:`WHOLE_IMAGE_TOLERANCE_DB` below the fill's, and picks the best mean PSNR inside the mask
-   (the fill wins ties and whenever a card has no score for the benchmark);
+   (the fill wins ties and whenever a card has no score for the benchmark); a card whose entry lists
+   pairs its weights were trained on (``seen_in_training``: an earlier data build had them in its
+   training split) has no held-out score there and is left out;
 4. says which it picked and why: every candidate's score, in the log.
 """
 from __future__ import annotations
@@ -69,22 +71,26 @@ class Candidate:
     mask_psnr: Optional[float]
     whole_psnr: Optional[float]
     pairs: int = 0
+    seen: Tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
         return os.path.basename(self.weights).replace(".safetensors", "") if self.weights else self.method
 
 
-def _scores(card: Optional[dict], benchmark: str) -> Tuple[Optional[float], Optional[float], int]:
+def _scores(card: Optional[dict], benchmark: str) -> Tuple[Optional[float], Optional[float], int, Tuple[str, ...]]:
     entry = (((card or {}).get("metrics") or {}).get("held_out") or {}).get(benchmark)
     if not isinstance(entry, dict):
-        return None, None, 0
+        return None, None, 0, ()
+    seen = tuple(str(p) for p in (entry.get("seen_in_training") or ()))
     try:
         mask = float(entry[SELECTION_METRIC[0]][SELECTION_METRIC[1]])
         whole = float(entry["whole"]["psnr"])
     except (KeyError, TypeError, ValueError):
-        return None, None, 0
-    return mask, whole, int(entry.get("pairs", 0) or 0)
+        return None, None, 0, seen
+    if seen:  # trained on pairs of the benchmark: not a held-out score
+        return None, None, int(entry.get("pairs", 0) or 0), seen
+    return mask, whole, int(entry.get("pairs", 0) or 0), ()
 
 
 def candidates(has_s1: bool, has_dem: bool) -> List[Candidate]:
@@ -146,7 +152,8 @@ def choose_automatic(has_s1: bool, has_dem: bool) -> AutomaticChoice:
                                                            f" (whole image {c.whole_psnr:.2f} dB, more than "
                                                            f"{WHOLE_IMAGE_TOLERANCE_DB} dB below the fill: left out)")
                       for c in sorted(scored, key=lambda c: -c.mask_psnr))
-    unscored = [c.label for c in found if c not in scored]
+    unscored = [c.label + (f" (trained on {', '.join(c.seen)}: not a held-out score)" if c.seen else "")
+                for c in found if c not in scored]
     why = (f"the best mean PSNR inside the cloud mask on {BENCHMARKS[bench]} ({fill.pairs} pairs): {table}"
            + (f"; not scored there: {', '.join(unscored)}" if unscored else ""))
     if best is fill:
