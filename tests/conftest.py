@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,17 @@ def render_canvas(canvas):
     for _ in range(10):
         QgsApplication.processEvents()
     canvas.waitWhileRendering()
+
+
+@pytest.fixture(autouse=True)
+def exceptions_in_qt_slots_fail_the_test():
+    """An exception raised in a Qt slot or virtual method (a dock's handler, a task's callback) fails the test
+    that caused it, as QGIS's own error handler would show it, instead of aborting the whole run (PyQt calls
+    ``qFatal`` for such exceptions while ``sys.excepthook`` is Python's default)."""
+    caught = []
+    previous = sys.excepthook
+    sys.excepthook = lambda *info: caught.append(info)
+    yield
+    sys.excepthook = previous
+    if caught:
+        pytest.fail("an exception was raised in a Qt slot:\n" + "".join(traceback.format_exception(*caught[0])))

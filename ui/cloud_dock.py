@@ -230,7 +230,8 @@ class CloudDock(TaskDock):
             self._model_changed()
 
     def _model_changed(self, *_) -> None:
-        if sip.isdeleted(self):
+        if sip.isdeleted(self) or any(sip.isdeleted(w) for w in (self.model_combo, self.model_info, self.s1_combo,
+                                                                 self.dem_combo, self.dates_group)):
             return
         reads, series = self.method_reads(), self.multi_date()
         self.s1_combo.setEnabled(reads["s1"])

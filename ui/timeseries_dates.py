@@ -115,6 +115,8 @@ class OtherDatesGroup(QgsCollapsibleGroupBox):
         return bool(self.checked_ids())
 
     def _update_note(self, *_) -> None:
+        if sip.isdeleted(self) or sip.isdeleted(self.note) or sip.isdeleted(self.layers):
+            return
         n = len(self.checked_ids())
         self.note.setText(tr("{n} other date(s) checked: Run fills the clouds from them.").format(n=n) if n else
                           tr("No other date checked: Run removes the clouds of the single image."))
