@@ -161,6 +161,12 @@ def show_dock(qgis_iface, dock_class, width=430):
     for dock in docks:
         main.removeDockWidget(dock)
         dock.deleteLater()
+    # delete them now, as QGIS's event loop would: a test has no event loop, and a dock left alive would go on
+    # answering the next tests' project signals
+    from qgis.core import QgsApplication
+    from qgis.PyQt.QtCore import QEvent
+
+    QgsApplication.sendPostedEvents(None, QEvent.DeferredDelete)
     if old_central is None:
         main.takeCentralWidget()
         canvas.setParent(main)

@@ -934,8 +934,11 @@ class Session:
                 cloud.model_combo.setCurrentIndex(index)
             check["model"] = cloud.model_combo.currentData()
             # small tiles, one at a time: a run of many tiles, long enough to be cancelled on a fast machine
-            cloud.tile_spin.setValue(64)
-            cloud.overlap_spin.setValue(16)
+            whole = self.extent_choice(cloud)["whole"]
+            if whole is not None:
+                whole.setChecked(True)  # the dock runs left it on the canvas extent, elsewhere by now
+            cloud.tile_spin.setValue(32)
+            cloud.overlap_spin.setValue(8)
             cloud.batch_spin.setValue(1)
             cloud.output_widget.setFilePath(output)
             received = []
@@ -945,7 +948,7 @@ class Session:
             # wait until the run is really under way: a message in the log or progress, at most 20 s
             self.wait_until(lambda: received or cloud.progress.value() > 0
                             or "Device" in cloud.log.toPlainText(), 20)
-            self.pump(2.0)
+            self.pump(0.5)
             check["started_seconds"] = round(now() - start, 2)
             check["progress_at_cancel"] = cloud.progress.value()
             check["cancel_enabled"] = cloud.cancel_button.isEnabled()
@@ -994,9 +997,14 @@ class Session:
             registry = QgsApplication.processingRegistry()
             alg = registry.algorithmById("topoclear:removeclouds")
             options = alg.parameterDefinition("MODEL").options()
-            model = next((i for i, o in enumerate(options) if o.lower().startswith("dsen2-cr")), 2)
+            try:  # the paper's DSen2-CR (not the variant from the fill, which is much faster), by its catalogue key
+                from topoclear.qgis_common.cloud_choices import keys, model_choices
+
+                model = keys(model_choices()).index("dsen2cr")
+            except (ImportError, ValueError):
+                model = next((i for i, o in enumerate(options) if o.lower().startswith("dsen2-cr")), 2)
             params = {"INPUT": self.layers.get("s2_19"), "S1": self.layers.get("s1_19"), "MODEL": model,
-                      "DEVICE": "cpu", "TILE_SIZE": 64, "OVERLAP": 16, "BATCH_SIZE": 1, "OUTPUT": output}
+                      "DEVICE": "cpu", "TILE_SIZE": 32, "OVERLAP": 8, "BATCH_SIZE": 1, "OUTPUT": output}
             dialog = processing.createAlgorithmDialog("topoclear:removeclouds", params)
             dialog.show()
             self.pump(0.8)
