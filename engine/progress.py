@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from .errors import Cancelled
 
@@ -102,3 +102,15 @@ def counting(monitor: Monitor, total: int, unit: str = "Window") -> Monitor:
         countdown.update(int(round(percent * countdown.total / 100.0)))
 
     return Monitor(progress, monitor.cancelled, monitor.message)
+
+
+class RunLog:
+    """The messages of a run: kept for its report and passed on to the monitor as they come."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+        self.messages: List[str] = []
+
+    def say(self, text: str) -> None:
+        self.messages.append(text)
+        self.monitor.message(text)

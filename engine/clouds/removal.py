@@ -48,7 +48,7 @@ from typing import Any, List, Optional
 from ..errors import InputError
 from ..io.atomic import AtomicRasterWriter, published_together
 from ..io.raster import bounded_gdal_cache
-from ..progress import SILENT, Countdown, Monitor
+from ..progress import SILENT, Countdown, Monitor, RunLog
 from ..sentinel2.metadata import SunAngles
 from .device import ModelRunner, TileTooLarge
 from ..io.atomic import temporary_beside
@@ -69,18 +69,6 @@ from .weights import resolve_model
 from .writer import OutputWriter, band_descriptions, output_options
 
 __all__ = ["remove_clouds", "run_cloud_removal", "CloudRemovalRequest", "InferenceOptions", "CloudRemovalReport"]
-
-
-class _RunLog:
-    """The messages of a run: kept for the report and passed on to the monitor as they come."""
-
-    def __init__(self, monitor: Monitor) -> None:
-        self.monitor = monitor
-        self.messages: List[str] = []
-
-    def say(self, text: str) -> None:
-        self.messages.append(text)
-        self.monitor.message(text)
 
 
 @dataclass
@@ -192,7 +180,7 @@ def run_fill(request: CloudRemovalRequest, monitor: Monitor = SILENT) -> CloudRe
         except InputError:
             if bands == FILL_BANDS[-1]:
                 raise
-    log = _RunLog(monitor)
+    log = RunLog(monitor)
     mask = None
     try:
         log.say(scene.describe())
@@ -226,7 +214,7 @@ def remove_clouds(model, request: CloudRemovalRequest, monitor: Monitor = SILENT
     """
     network = _network(model, request)
     _check_request(network, request)
-    log = _RunLog(monitor)
+    log = RunLog(monitor)
     start = time.perf_counter()
     extra = COMPUTED_MASK_BANDS if request.mask_kind == RULES.key else ()
     scene = S2Scene(request.s2, network.scene_bands, request.s2_overrides, request.s2_offset,
@@ -295,7 +283,7 @@ def _check_scene(scene: S2Scene, network: _Network, request: CloudRemovalRequest
         raise InputError(f"{network.title} predicts {', '.join(output)} but the input has no {', '.join(missing)}")
 
 
-def _open_auxiliary(sources: _Sources, network: _Network, request: CloudRemovalRequest, log: _RunLog) -> None:
+def _open_auxiliary(sources: _Sources, network: _Network, request: CloudRemovalRequest, log: RunLog) -> None:
     """Sentinel-1, the terrain stack and the cloud mask on the scene's grid, as the network and request ask."""
     from ...models.scaling import canonical_terrain_name
 
@@ -319,7 +307,7 @@ def _open_auxiliary(sources: _Sources, network: _Network, request: CloudRemovalR
     sources.mask = scene_mask(scene, request.mask_kind, request.mask, request.mask_band, log.monitor, log.say)
 
 
-def _first_pass_fill(sources: _Sources, request: CloudRemovalRequest, log: _RunLog) -> None:
+def _first_pass_fill(sources: _Sources, request: CloudRemovalRequest, log: RunLog) -> None:
     """The fill of the scene into temporary files beside the output, then open as the network's prior."""
     if sources.mask is None:
         raise InputError("this network starts from the fill of the cloud mask: choose a cloud mask method other than "
@@ -371,7 +359,7 @@ def _sun(metadata: Optional[str], sun: Optional[SunAngles]) -> Optional[SunAngle
     return None
 
 
-def _choose_tiling(network: _Network, options: InferenceOptions, device_type: str, log: _RunLog) -> _Tiling:
+def _choose_tiling(network: _Network, options: InferenceOptions, device_type: str, log: RunLog) -> _Tiling:
     multiple = network.spec.size_multiple
     tile, overlap, mode = default_tiling(network.model, multiple, options, device_type)
     radius = receptive_radius(network.model)
@@ -384,7 +372,7 @@ def _choose_tiling(network: _Network, options: InferenceOptions, device_type: st
 
 
 def _write_scene(network: _Network, sources: _Sources, runner: ModelRunner, tiling: _Tiling, keep_clear: bool,
-                 request: CloudRemovalRequest, log: _RunLog) -> TileStats:
+                 request: CloudRemovalRequest, log: RunLog) -> TileStats:
     """Every tile through the network into the output file; the tile shrinks on out-of-memory."""
     scene = sources.scene
     inputs = TileInputs(scene, network.layout, network.spec.scaling, sources.s1, sources.terrain,
@@ -419,7 +407,7 @@ def _write_scene(network: _Network, sources: _Sources, runner: ModelRunner, tili
     return stats
 
 
-def _shrink_tile(tiling: _Tiling, runner: ModelRunner, log: _RunLog) -> None:
+def _shrink_tile(tiling: _Tiling, runner: ModelRunner, log: RunLog) -> None:
     smaller = round_up(tiling.tile // 2, tiling.multiple)
     if smaller - tiling.overlap < tiling.multiple or smaller >= tiling.tile:
         raise InputError(f"out of memory on {runner.device_name} even with one tile of {tiling.tile} px "

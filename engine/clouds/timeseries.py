@@ -49,7 +49,7 @@ from rasterio.windows import Window
 from ..errors import InputError
 from ..io.atomic import AtomicRasterWriter, published_together
 from ..io.raster import bounded_gdal_cache
-from ..progress import SILENT, Monitor
+from ..progress import SILENT, Monitor, RunLog
 from .request import InferenceOptions
 from .scene import S2Scene
 from .timeseries_fill import (MAX_AUXILIARY, SOURCE_FALLBACK, SOURCE_NODATA, Acquisition, FillOptions,
@@ -171,16 +171,6 @@ class TimeSeriesReport:
         return "\n".join(lines)
 
 
-class _Log:
-    def __init__(self, monitor: Monitor) -> None:
-        self.monitor = monitor
-        self.messages: List[str] = []
-
-    def say(self, text: str) -> None:
-        self.messages.append(text)
-        self.monitor.message(text)
-
-
 # --------------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------------
@@ -206,7 +196,7 @@ def _fallback(distance: int, smoothing: int):
 class _Target:
     """The target scene: all its bands as reflectance and raw values, its mask, its output layout."""
 
-    def __init__(self, dated: DatedPath, request: TimeSeriesRequest, log: _Log, monitor: Monitor) -> None:
+    def __init__(self, dated: DatedPath, request: TimeSeriesRequest, log: RunLog, monitor: Monitor) -> None:
         product, names = product_bands(dated.path, dated.label)
         self.scene = S2Scene(dated.path, names, model_title="multi-temporal cloud removal")
         unnamed = [n for n in self.scene.output_names if n not in self.scene.bands]
@@ -286,7 +276,7 @@ def _scene_fits(target: _Target, aux: Sequence[DateSource], options: FillOptions
     return fits
 
 
-def _window_size(request: TimeSeriesRequest, bands: int, dates: int, halo: int, log: _Log) -> int:
+def _window_size(request: TimeSeriesRequest, bands: int, dates: int, halo: int, log: RunLog) -> int:
     size = max(64, int(request.window or DEFAULT_WINDOW))
     while size > 128 and (size + 2 * halo) ** 2 * bands * (dates + 6) * 4 > WINDOW_MEMORY_BYTES:
         size //= 2
@@ -299,7 +289,7 @@ def _window_size(request: TimeSeriesRequest, bands: int, dates: int, halo: int, 
 def remove_clouds_timeseries(request: TimeSeriesRequest, monitor: Monitor = SILENT) -> TimeSeriesReport:
     """Remove the clouds of ``request.target`` with its other dates (see the module notes)."""
     start = time.perf_counter()
-    log = _Log(monitor)
+    log = RunLog(monitor)
     target_dated, aux_dated = resolve_dates(request.target, request.auxiliary, request.dates)
     if len(aux_dated) > MAX_AUXILIARY:
         raise InputError(f"AUX: {len(aux_dated)} other dates given; at most {MAX_AUXILIARY}")
@@ -331,7 +321,7 @@ def remove_clouds_timeseries(request: TimeSeriesRequest, monitor: Monitor = SILE
             target.close()
 
 
-def _run(request, choice: MethodChoice, target: _Target, sources: List[DateSource], s1: Dict[str, str], log: _Log,
+def _run(request, choice: MethodChoice, target: _Target, sources: List[DateSource], s1: Dict[str, str], log: RunLog,
          monitor: Monitor, start: float) -> TimeSeriesReport:
     fill_fn, fallback_halo, fallback_text = _fallback(request.fallback_distance, request.fallback_smoothing)
     halo = max(required_halo(request.fill), fallback_halo)

@@ -74,6 +74,7 @@ from rasterio.windows import Window
 from ..errors import Cancelled, InputError, OutputError, TopoClearError
 from ..io.atomic import (AtomicRasterWriter, atomic_folder, contained_path, remove_stale_temporaries,
                          why_not_writable, write_text_atomic)
+from ..io.folders import make_folders, remove_if_empty
 from ..io.raster import Grid, ThreadLocalDatasets
 from ..progress import SILENT, Monitor
 from .builder_inputs import ROLES, BuildOptions, DatasetSummary, SceneInputs
@@ -162,7 +163,7 @@ def build_dataset_folder(scenes: Sequence[SceneInputs], output_dir: os.PathLike 
             except TopoClearError as exc:  # name the output, not its temporary folder
                 raise type(exc)(str(exc).replace(str(tmp), str(out))) from exc
     except BaseException:
-        _remove_if_empty(created)
+        remove_if_empty(created)
         raise
     summary.manifest = str(out / "manifest.json")
     return summary
@@ -221,26 +222,10 @@ def _refuse_inputs_inside(scenes: Sequence[SceneInputs], out: Path) -> None:
 
 def _make_parents(out: Path) -> List[Path]:
     """Create the missing parent folders of ``out``; those created, outermost first."""
-    missing: List[Path] = []
-    p = out.parent
-    while not p.exists() and p != p.parent:
-        missing.append(p)
-        p = p.parent
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        return make_folders(out.parent)
     except OSError as exc:
-        _remove_if_empty(missing[::-1])
         raise OutputError(f"output folder {out}: cannot create its folder {out.parent} ({exc.strerror})") from exc
-    return missing[::-1]
-
-
-def _remove_if_empty(folders: Sequence[Path]) -> None:
-    """Remove ``folders`` (outermost first), innermost first, while they are empty."""
-    for f in reversed(folders):
-        try:
-            f.rmdir()
-        except OSError:
-            break
 
 
 @contextmanager

@@ -56,6 +56,7 @@ import torch
 from ...models.registry import count_parameters, get_spec
 from .. import checkpoints as ckpt
 from ..errors import InputError
+from ..io.folders import make_folders, remove_if_empty
 from ..progress import SILENT, Monitor
 from .manifest import PatchSample
 from .patch_dataset import PatchDataset
@@ -302,7 +303,7 @@ def _run_epoch(run: _Run, epoch: int, monitor: Monitor, progress: _StepProgress)
     monitor.message(_epoch_message(record, run.config.epochs))
     if run.checkpoint_dir is not None:
         card = _card(run, time.perf_counter() - run.started)
-        made = _make_folders(run.checkpoint_dir)
+        made = make_folders(run.checkpoint_dir)
         try:
             ckpt.save_model(run.checkpoint_dir / "last", run.trainer.model, card)
             ckpt.save_training_state(run.checkpoint_dir / "last",
@@ -310,28 +311,8 @@ def _run_epoch(run: _Run, epoch: int, monitor: Monitor, progress: _StepProgress)
             if improved:
                 ckpt.save_model(run.checkpoint_dir / "best", run.trainer.model, card)
         except BaseException:
-            _remove_if_empty(made)  # a first checkpoint that could not be written leaves no empty folder
+            remove_if_empty(made)  # a first checkpoint that could not be written leaves no empty folder
             raise
-
-
-def _make_folders(folder: Path) -> List[Path]:
-    """Create ``folder`` (and its missing parents); the folders this created, outermost first."""
-    missing: List[Path] = []
-    p = folder
-    while not p.exists() and p != p.parent:
-        missing.append(p)
-        p = p.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    return missing[::-1]
-
-
-def _remove_if_empty(folders: Sequence[Path]) -> None:
-    """Remove ``folders`` (created by :func:`_make_folders`), innermost first, while they are empty."""
-    for f in reversed(folders):
-        try:
-            f.rmdir()
-        except OSError:
-            break
 
 
 def _epoch_message(record: EpochRecord, epochs: int) -> str:
