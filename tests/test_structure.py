@@ -3,6 +3,7 @@ layers, small modules, nothing private shared, and every algorithm documented fo
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,16 @@ def test_private_names_are_not_imported_across_modules():
     offenders = [f"{p.relative_to(REPO_ROOT)}: {m} {n}" for p in modules(*PACKAGES)
                  for m, names in imported_modules(p) for n in names if n.startswith("_") and n != "__version__"]
     assert not offenders, "\n".join(offenders)
+
+
+def test_source_files_named_in_the_documents_exist():
+    """Every ``package/.../module.py`` a Markdown document names is a file of the repository."""
+    documents = [p for p in REPO_ROOT.rglob("*.md")
+                 if not {".venv", "build", ".pytest_cache", "node_modules"} & set(p.relative_to(REPO_ROOT).parts)]
+    named = re.compile(r"\b((?:%s|scripts|benchmarks|tests)/[\w/]+\.py)\b" % "|".join(PACKAGES))
+    missing = [f"{doc.relative_to(REPO_ROOT)}: {m}" for doc in documents
+               for m in sorted(set(named.findall(doc.read_text()))) if not (REPO_ROOT / m).is_file()]
+    assert documents and not missing, "\n".join(missing)
 
 
 def test_every_algorithm_is_documented_for_the_toolbox(topoclear_provider):
