@@ -321,6 +321,123 @@ def inpaint_fallback(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return inpaint(image, mask)
 
 
+# --------------------------------------------------------------------------- steps
+@dataclass
+class _Dates:
+    """The auxiliary dates, checked: images, usable pixels, days from the target, and their ranking."""
+
+    images: List[np.ndarray]
+    usable: List[np.ndarray]
+    days: List[float]
+    iso: List[str]
+    scene_fits: List[Optional[Tuple[np.ndarray, np.ndarray]]]
+    ranked: List[int]  #: indices nearest first, dates beyond ``max_days`` left out
+
+    @property
+    def rank_of(self) -> Dict[int, int]:
+        return {i: r for r, i in enumerate(self.ranked)}
+
+
+def _read_dates(auxiliaries: Sequence[Acquisition], target: np.ndarray, target_date: DateLike,
+                opts: FillOptions) -> _Dates:
+    auxiliaries = list(auxiliaries)
+    if len(auxiliaries) > MAX_AUXILIARY:
+        raise InputError(f"{len(auxiliaries)} auxiliary dates given; at most {MAX_AUXILIARY} fit the uint8 source codes")
+    c, h, w = target.shape
+    t_day, _ = _day_number(target_date, "target")
+    dates = _Dates([], [], [], [], [], [])
+    for n, acq in enumerate(auxiliaries, start=1):
+        role = f"auxiliary date {n}"
+        img = _as_image(acq.image, role)
+        if img.shape != target.shape:
+            raise InputError(f"{role}: image of shape {img.shape}, expected the target's {target.shape} "
+                             "(same bands, aligned on the target grid)")
+        m = _as_mask(acq.mask, (h, w), role)
+        d, iso = _day_number(acq.date, role)
+        dates.images.append(img)
+        dates.scene_fits.append(_scene_fit(acq.scene_fit, c, role))
+        dates.usable.append(~m & np.isfinite(img).all(axis=0))
+        dates.days.append(d - t_day)
+        dates.iso.append(iso)
+    days = dates.days
+    ranked = sorted(range(len(days)), key=lambda i: (abs(days[i]), days[i], i))
+    dates.ranked = [i for i in ranked if opts.max_days is None or abs(days[i]) <= opts.max_days]
+    return dates
+
+
+def _fill_from_dates(target: np.ndarray, observed: np.ndarray, source: np.ndarray, out: np.ndarray,
+                     dates: _Dates, opts: FillOptions, origin: Tuple[int, int],
+                     monitor: Monitor) -> Dict[int, Dict[str, int]]:
+    """Write the matched (and feathered) values of every date into ``out`` where ``source`` names it.
+
+    Returns the fit-block counts per date index."""
+    h, w = source.shape
+    lat_r = Lattice(h, int(origin[0]), opts.block_step, opts.block_size)
+    lat_c = Lattice(w, int(origin[1]), opts.block_step, opts.block_size)
+    grid = sample_grid((h, w), (int(origin[0]), int(origin[1])), opts.fit_stride)
+    reference = observed.copy()
+    fit_counts: Dict[int, Dict[str, int]] = {}
+    used = [i for i in dates.ranked if (source == i + 1).any()]
+    for step_no, i in enumerate(used):
+        monitor.check()
+        image, usable = dates.images[i], dates.usable[i]
+        region = source == i + 1
+        needed = ndimage.binary_dilation(region, iterations=opts.ring_px + 1) if opts.feather_px else region
+        box = bounding_box(region, blend_margin(opts) if opts.feather_px else 0)
+        gain, offset, fit_counts[i] = match_fields(target, image, observed & usable, needed, lat_r, lat_c,
+                                                   grid, opts, box, dates.scene_fits[i])
+        matched = gain * image[(slice(None),) + box] + offset
+        out_box, region_box = out[(slice(None),) + box], region[box]
+        out_box[:, region_box] = matched[:, region_box]
+        if opts.feather_px > 0:
+            blend(out_box, matched, region_box, reference[box], usable[box], opts)
+        reference |= region
+        monitor.progress(90.0 * (step_no + 1) / max(1, len(used)))
+    return fit_counts
+
+
+def _apply_fallback(out: np.ndarray, source: np.ndarray, remaining: np.ndarray, fallback: Fallback,
+                    opts: FillOptions) -> np.ndarray:
+    """Fill ``remaining`` pixels of ``out`` by ``fallback``; returns the fallback pixels it says it
+    did not reach (all False when it does not say)."""
+    context_missing = remaining | ~np.isfinite(out).all(axis=0)
+    work = np.where(context_missing[None], np.float32(0.0), out).astype(np.float32)
+    result = fallback(work, context_missing)
+    reached = None
+    if isinstance(result, tuple):
+        result, reached = result
+    result = np.asarray(result, dtype=np.float32)
+    if result.shape != out.shape:
+        raise InputError(f"the fallback returned an array of shape {result.shape}, expected {out.shape}")
+    values = result[:, remaining]
+    ok = np.isfinite(values).all(axis=0)
+    if opts.clip_min is not None:
+        values = np.maximum(values, np.float32(opts.clip_min))
+    rr, cc = np.nonzero(remaining)
+    rr, cc = rr[ok], cc[ok]
+    out[:, rr, cc] = values[:, ok]
+    source[rr, cc] = SOURCE_FALLBACK
+    if reached is None:
+        return np.zeros(source.shape, bool)
+    return (source == SOURCE_FALLBACK) & ~np.asarray(reached, bool)
+
+
+def _core_stats(src: np.ndarray, fill_core: np.ndarray, unreached_core: np.ndarray, dates: _Dates,
+                fit_counts: Dict[int, Dict[str, int]], core) -> FillStats:
+    rank_of = dates.rank_of
+    per_date = [DateStats(index=i + 1, date=dates.iso[i], days=float(dates.days[i]), rank=rank_of.get(i, -1),
+                          usable_pixels=int(dates.usable[i][core].sum()),
+                          filled_pixels=int((src == i + 1).sum()), fit_blocks=fit_counts.get(i, {}))
+                for i in range(len(dates.images))]
+    return FillStats(pixels=int(src.size), observed_pixels=int((src == SOURCE_OBSERVED).sum()),
+                     to_fill_pixels=int(fill_core.sum()),
+                     filled_from_dates=int(((src >= 1) & (src <= MAX_AUXILIARY)).sum()),
+                     fallback_pixels=int((src == SOURCE_FALLBACK).sum()),
+                     unreached_pixels=int(unreached_core.sum()),
+                     unfilled_pixels=int((fill_core & (src == SOURCE_NODATA)).sum()),
+                     nodata_pixels=int((src == SOURCE_NODATA).sum()), per_date=per_date)
+
+
 # --------------------------------------------------------------------------- main entry
 def timeseries_fill(target: np.ndarray, target_mask: np.ndarray, target_date: DateLike,
                     auxiliaries: Sequence[Acquisition], options: Optional[FillOptions] = None,
@@ -340,33 +457,12 @@ def timeseries_fill(target: np.ndarray, target_mask: np.ndarray, target_date: Da
     opts = options or FillOptions()
     opts.validate()
     tgt = _as_image(target, "target")
-    c, h, w = tgt.shape
+    _, h, w = tgt.shape
     tmask = _as_mask(target_mask, (h, w), "target")
     top, bottom, left, right = _halo_sides(halo)
     if min(top, bottom, left, right) < 0 or top + bottom >= h or left + right >= w:
         raise InputError(f"halo of {halo} px does not leave a core window in an array of {h} x {w} px")
-    auxiliaries = list(auxiliaries)
-    if len(auxiliaries) > MAX_AUXILIARY:
-        raise InputError(f"{len(auxiliaries)} auxiliary dates given; at most {MAX_AUXILIARY} fit the uint8 source codes")
-    t_day, _ = _day_number(target_date, "target")
-    images, usable, days, iso, scene_fits = [], [], [], [], []
-    for n, acq in enumerate(auxiliaries, start=1):
-        role = f"auxiliary date {n}"
-        img = _as_image(acq.image, role)
-        if img.shape != tgt.shape:
-            raise InputError(f"{role}: image of shape {img.shape}, expected the target's {tgt.shape} "
-                             "(same bands, aligned on the target grid)")
-        m = _as_mask(acq.mask, (h, w), role)
-        d, s = _day_number(acq.date, role)
-        images.append(img)
-        scene_fits.append(_scene_fit(acq.scene_fit, c, role))
-        usable.append(~m & np.isfinite(img).all(axis=0))
-        days.append(d - t_day)
-        iso.append(s)
-    ranked = sorted(range(len(images)), key=lambda i: (abs(days[i]), days[i], i))
-    if opts.max_days is not None:
-        ranked = [i for i in ranked if abs(days[i]) <= opts.max_days]
-    rank_of = {i: r for r, i in enumerate(ranked)}
+    dates = _read_dates(auxiliaries, tgt, target_date, opts)
 
     valid = np.isfinite(tgt).all(axis=0)
     observed = ~tmask & valid
@@ -375,79 +471,24 @@ def timeseries_fill(target: np.ndarray, target_mask: np.ndarray, target_date: Da
     source[observed] = SOURCE_OBSERVED
     out = tgt.copy()
     out[:, to_fill] = np.nan
-
     remaining = to_fill.copy()
-    unreached = np.zeros((h, w), bool)
-    for i in ranked:
-        take_here = remaining & usable[i]
+    for i in dates.ranked:  # each pixel to fill takes the nearest date on which it is usable
+        take_here = remaining & dates.usable[i]
         source[take_here] = i + 1
         remaining &= ~take_here
 
-    lat_r = Lattice(h, int(origin[0]), opts.block_step, opts.block_size)
-    lat_c = Lattice(w, int(origin[1]), opts.block_step, opts.block_size)
-    grid = sample_grid((h, w), (int(origin[0]), int(origin[1])), opts.fit_stride)
-    reference = observed.copy()
-    fit_counts: Dict[int, Dict[str, int]] = {}
-    used = [i for i in ranked if (source == i + 1).any()]
-    for step_no, i in enumerate(used):
-        monitor.check()
-        region = source == i + 1
-        needed = ndimage.binary_dilation(region, iterations=opts.ring_px + 1) if opts.feather_px else region
-        common = observed & usable[i]
-        box = bounding_box(region, blend_margin(opts) if opts.feather_px else 0)
-        gain, offset, counts = match_fields(tgt, images[i], common, needed, lat_r, lat_c, grid, opts, box,
-                                            scene_fits[i])
-        fit_counts[i] = counts
-        matched = gain * images[i][(slice(None),) + box] + offset
-        out_box, region_box = out[(slice(None),) + box], region[box]
-        out_box[:, region_box] = matched[:, region_box]
-        if opts.feather_px > 0:
-            blend(out_box, matched, region_box, reference[box], usable[i][box], opts)
-        reference |= region
-        monitor.progress(90.0 * (step_no + 1) / max(1, len(used)))
-
+    fit_counts = _fill_from_dates(tgt, observed, source, out, dates, opts, origin, monitor)
     filled = to_fill & (source != SOURCE_NODATA)
     if opts.clip_min is not None and filled.any():
         out[:, filled] = np.maximum(out[:, filled], np.float32(opts.clip_min))
-
+    unreached = np.zeros((h, w), bool)
     if remaining.any() and fallback is not None:
         monitor.check()
-        context_missing = remaining | ~np.isfinite(out).all(axis=0)
-        work = np.where(context_missing[None], np.float32(0.0), out).astype(np.float32)
-        result = fallback(work, context_missing)
-        reached = None
-        if isinstance(result, tuple):
-            result, reached = result
-        result = np.asarray(result, dtype=np.float32)
-        if result.shape != tgt.shape:
-            raise InputError(f"the fallback returned an array of shape {result.shape}, expected {tgt.shape}")
-        values = result[:, remaining]
-        ok = np.isfinite(values).all(axis=0)
-        if opts.clip_min is not None:
-            values = np.maximum(values, np.float32(opts.clip_min))
-        rr, cc = np.nonzero(remaining)
-        rr, cc = rr[ok], cc[ok]
-        out[:, rr, cc] = values[:, ok]
-        source[rr, cc] = SOURCE_FALLBACK
-        if reached is not None:
-            unreached = (source == SOURCE_FALLBACK) & ~np.asarray(reached, bool)
+        unreached = _apply_fallback(out, source, remaining, fallback, opts)
     monitor.progress(100.0)
 
     core = (slice(top, h - bottom), slice(left, w - right))
-    src = source[core]
-    fill_core = to_fill[core]
-    per_date = []
-    for i in range(len(images)):
-        per_date.append(DateStats(index=i + 1, date=iso[i], days=float(days[i]), rank=rank_of.get(i, -1),
-                                  usable_pixels=int(usable[i][core].sum()),
-                                  filled_pixels=int((src == i + 1).sum()),
-                                  fit_blocks=fit_counts.get(i, {})))
-    from_dates = int(((src >= 1) & (src <= MAX_AUXILIARY)).sum())
-    n_fallback = int((src == SOURCE_FALLBACK).sum())
-    stats = FillStats(pixels=int(src.size), observed_pixels=int((src == SOURCE_OBSERVED).sum()),
-                      to_fill_pixels=int(fill_core.sum()), filled_from_dates=from_dates,
-                      fallback_pixels=n_fallback, unreached_pixels=int(unreached[core].sum()),
-                      unfilled_pixels=int((fill_core & (src == SOURCE_NODATA)).sum()),
-                      nodata_pixels=int((src == SOURCE_NODATA).sum()), per_date=per_date)
-    return FillResult(image=np.ascontiguousarray(out[(slice(None),) + core]), source=np.ascontiguousarray(src),
+    src = np.ascontiguousarray(source[core])
+    stats = _core_stats(src, to_fill[core], unreached[core], dates, fit_counts, core)
+    return FillResult(image=np.ascontiguousarray(out[(slice(None),) + core]), source=src,
                       stats=stats, unreached=np.ascontiguousarray(unreached[core]))
