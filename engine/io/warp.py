@@ -53,6 +53,99 @@ def check_coverage(src: Grid, dst: Grid, role: str, path: str, policy: str, moni
     return fraction
 
 
+class _BandReader:
+    """Reads of one band of a source as float32, its nodata as NaN."""
+
+    def __init__(self, src_ds: rasterio.DatasetReader, band: int, nodata: Optional[float]) -> None:
+        self.ds, self.band = src_ds, band
+        self.nodata = src_ds.nodatavals[band - 1] if nodata is None else nodata
+
+    def finish(self, values: np.ndarray) -> np.ndarray:
+        return nodata_to_nan(values, self.nodata).astype(np.float32, copy=False)
+
+    def clipped(self, row0: int, col0: int, height: int, width: int) -> np.ndarray:
+        """The source rows and columns asked for; NaN where they fall outside the source."""
+        out = np.full((height, width), np.nan, dtype=np.float32)
+        r0, c0 = max(row0, 0), max(col0, 0)
+        r1, c1 = min(row0 + height, self.ds.height), min(col0 + width, self.ds.width)
+        if r1 > r0 and c1 > c0:
+            data = self.ds.read(self.band, window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype=np.float32)
+            out[r0 - row0:r1 - row0, c0 - col0:c1 - col0] = self.finish(data)
+        return out
+
+
+def _whole(value: float) -> Optional[int]:
+    near = round(value)
+    return int(near) if abs(value - near) < 1e-6 else None
+
+
+def _aligned(reader: _BandReader, st: Affine, dt: Affine, rows: int, cols: int,
+             resampling) -> Optional[np.ndarray]:
+    """The window by a plain read, a k x k mean or a k x k repeat when the grids line up; else None."""
+    from rasterio.enums import Resampling
+
+    kx, ky = dt.a / st.a, dt.e / st.e
+    k, kc, kr = _whole(kx), _whole((dt.c - st.c) / st.a), _whole((dt.f - st.f) / st.e)
+    if abs(kx - ky) < 1e-9 and kc is not None and kr is not None:
+        if k == 1:
+            return reader.clipped(kr, kc, rows, cols)
+        if k is not None and k > 1 and resampling == Resampling.average:
+            block = reader.clipped(kr, kc, rows * k, cols * k).reshape(rows, k, cols, k)
+            valid = np.isfinite(block)
+            total = np.where(valid, block, 0.0).sum(axis=(1, 3), dtype=np.float64)
+            count = valid.sum(axis=(1, 3))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    inv = st.a / dt.a
+    k_up = _whole(inv) if abs(st.e / dt.e - inv) < 1e-9 else None
+    if k_up is None or k_up <= 1 or resampling != Resampling.nearest:
+        return None
+    c_off = _whole((dt.c - st.c) / st.a * k_up)
+    r_off = _whole((dt.f - st.f) / st.e * k_up)
+    if c_off is None or r_off is None:
+        return None
+    c0, r0 = int(math.floor(c_off / k_up)), int(math.floor(r_off / k_up))
+    h = int(math.ceil((r_off + rows) / k_up)) - r0
+    w = int(math.ceil((c_off + cols) / k_up)) - c0
+    fine = np.repeat(np.repeat(reader.clipped(r0, c0, h, w), k_up, axis=0), k_up, axis=1)
+    top, left = r_off - r0 * k_up, c_off - c0 * k_up
+    return fine[top:top + rows, left:left + cols]
+
+
+def _reprojected(reader: _BandReader, src_grid: Grid, dst_grid: Grid, window: Window, resampling,
+                 margin: int) -> np.ndarray:
+    """The window by ``rasterio.warp.reproject`` from the source cells it needs (decimated when much finer)."""
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject, transform_bounds
+
+    rows, cols = int(window.height), int(window.width)
+    out = np.full((rows, cols), np.nan, dtype=np.float32)
+    bounds = transform_bounds(dst_grid.crs, src_grid.crs, *dst_grid.window_bounds(window), densify_pts=21)
+    src = rasterio.windows.from_bounds(*bounds, transform=src_grid.transform)
+    col0 = max(int(math.floor(src.col_off)) - margin, 0)
+    row0 = max(int(math.floor(src.row_off)) - margin, 0)
+    col1 = min(int(math.ceil(src.col_off + src.width)) + margin, src_grid.width)
+    row1 = min(int(math.ceil(src.row_off + src.height)) + margin, src_grid.height)
+    if col1 <= col0 or row1 <= row0:
+        return out
+    src_window = Window(col0, row0, col1 - col0, row1 - row0)
+    src_transform = src_grid.window_transform(src_window)
+    height, width = row1 - row0, col1 - col0
+    factor = min(width / max(cols, 1), height / max(rows, 1)) / 2.0
+    if factor > 1.5:  # decimated read: about twice the destination density is enough
+        out_h, out_w = max(1, int(math.ceil(height / factor))), max(1, int(math.ceil(width / factor)))
+        read_resampling = Resampling.nearest if resampling == Resampling.nearest else Resampling.average
+        data = reader.ds.read(reader.band, window=src_window, out_shape=(out_h, out_w), out_dtype=np.float32,
+                              resampling=read_resampling)
+        src_transform = src_transform * Affine.scale(width / out_w, height / out_h)
+    else:
+        data = reader.ds.read(reader.band, window=src_window, out_dtype=np.float32)
+    reproject(reader.finish(data), out, src_transform=src_transform, src_crs=src_grid.crs, src_nodata=np.nan,
+              dst_transform=dst_grid.window_transform(window), dst_crs=dst_grid.crs, dst_nodata=np.nan,
+              resampling=resampling)
+    return out
+
+
 def warp_window(src_ds: rasterio.DatasetReader, band: int, dst_grid: Grid, window: Window,
                 resampling=None, dtype=np.float32, margin: int = 3,
                 nodata: Optional[float] = None) -> np.ndarray:
@@ -72,86 +165,16 @@ def warp_window(src_ds: rasterio.DatasetReader, band: int, dst_grid: Grid, windo
     decimated to about twice the destination density, so memory stays bounded.
     """
     from rasterio.enums import Resampling
-    from rasterio.warp import reproject, transform_bounds
 
     if resampling is None:
         resampling = Resampling.bilinear
-    rows, cols = int(window.height), int(window.width)
-    if nodata is None:
-        nodata = src_ds.nodatavals[band - 1]
+    reader = _BandReader(src_ds, band, nodata)
     src_grid = Grid.of(src_ds)
-    dst_transform = dst_grid.window_transform(window)
-
-    def finish(values: np.ndarray) -> np.ndarray:
-        return nodata_to_nan(values, nodata).astype(dtype, copy=False)
-
-    def read_clipped(row0: int, col0: int, height: int, width: int) -> np.ndarray:
-        out = np.full((height, width), np.nan, dtype=np.float32)
-        r0, c0 = max(row0, 0), max(col0, 0)
-        r1, c1 = min(row0 + height, src_ds.height), min(col0 + width, src_ds.width)
-        if r1 > r0 and c1 > c0:
-            data = finish(src_ds.read(band, window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype=np.float32))
-            out[r0 - row0:r1 - row0, c0 - col0:c1 - col0] = data
-        return out
-
+    st, dt = src_grid.transform, dst_grid.window_transform(window)
     same_crs = src_grid.crs is not None and dst_grid.crs is not None and src_grid.crs == dst_grid.crs
-    st, dt = src_grid.transform, dst_transform
+    values = None
     if same_crs and st.b == 0 and st.d == 0 and dt.b == 0 and dt.d == 0 and st.a > 0 and st.e < 0:
-        kx, ky = dt.a / st.a, dt.e / st.e
-        col_f, row_f = (dt.c - st.c) / st.a, (dt.f - st.f) / st.e
-
-        def whole(value: float) -> Optional[int]:
-            near = round(value)
-            return int(near) if abs(value - near) < 1e-6 else None
-
-        k, kc, kr = whole(kx), whole(col_f), whole(row_f)
-        if abs(kx - ky) < 1e-9 and kc is not None and kr is not None:
-            if k == 1:
-                return read_clipped(kr, kc, rows, cols).astype(dtype, copy=False)
-            if k is not None and k > 1 and resampling == Resampling.average:
-                block = read_clipped(kr, kc, rows * k, cols * k).reshape(rows, k, cols, k)
-                valid = np.isfinite(block)
-                total = np.where(valid, block, 0.0).sum(axis=(1, 3), dtype=np.float64)
-                count = valid.sum(axis=(1, 3))
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-                return mean.astype(dtype)
-        inv = st.a / dt.a
-        k_up = whole(inv) if abs(st.e / dt.e - inv) < 1e-9 else None
-        if k_up is not None and k_up > 1 and resampling == Resampling.nearest:
-            col_src, row_src = (dt.c - st.c) / st.a, (dt.f - st.f) / st.e
-            c_off, r_off = whole(col_src * k_up), whole(row_src * k_up)
-            if c_off is not None and r_off is not None:
-                c0, r0 = int(math.floor(c_off / k_up)), int(math.floor(r_off / k_up))
-                h = int(math.ceil((r_off + rows) / k_up)) - r0
-                w = int(math.ceil((c_off + cols) / k_up)) - c0
-                coarse = read_clipped(r0, c0, h, w)
-                fine = np.repeat(np.repeat(coarse, k_up, axis=0), k_up, axis=1)
-                top, left = r_off - r0 * k_up, c_off - c0 * k_up
-                return fine[top:top + rows, left:left + cols].astype(dtype, copy=False)
-
-    out = np.full((rows, cols), np.nan, dtype=np.float32)
-    bounds = transform_bounds(dst_grid.crs, src_grid.crs, *dst_grid.window_bounds(window), densify_pts=21)
-    src = rasterio.windows.from_bounds(*bounds, transform=src_grid.transform)
-    col0 = max(int(math.floor(src.col_off)) - margin, 0)
-    row0 = max(int(math.floor(src.row_off)) - margin, 0)
-    col1 = min(int(math.ceil(src.col_off + src.width)) + margin, src_grid.width)
-    row1 = min(int(math.ceil(src.row_off + src.height)) + margin, src_grid.height)
-    if col1 <= col0 or row1 <= row0:
-        return out.astype(dtype, copy=False)
-    src_window = Window(col0, row0, col1 - col0, row1 - row0)
-    src_transform = src_grid.window_transform(src_window)
-    height, width = row1 - row0, col1 - col0
-    factor = min(width / max(cols, 1), height / max(rows, 1)) / 2.0
-    if factor > 1.5:  # decimated read: about twice the destination density is enough
-        out_h, out_w = max(1, int(math.ceil(height / factor))), max(1, int(math.ceil(width / factor)))
-        read_resampling = Resampling.nearest if resampling == Resampling.nearest else Resampling.average
-        data = src_ds.read(band, window=src_window, out_shape=(out_h, out_w), out_dtype=np.float32,
-                           resampling=read_resampling)
-        src_transform = src_transform * Affine.scale(width / out_w, height / out_h)
-    else:
-        data = src_ds.read(band, window=src_window, out_dtype=np.float32)
-    data = finish(data)
-    reproject(data, out, src_transform=src_transform, src_crs=src_grid.crs, src_nodata=np.nan,
-              dst_transform=dst_transform, dst_crs=dst_grid.crs, dst_nodata=np.nan, resampling=resampling)
-    return out.astype(dtype, copy=False)
+        values = _aligned(reader, st, dt, int(window.height), int(window.width), resampling)
+    if values is None:
+        values = _reprojected(reader, src_grid, dst_grid, window, resampling, margin)
+    return values.astype(dtype, copy=False)
