@@ -93,9 +93,21 @@ class CloudDock(TaskDock):
 
     # -- widgets ------------------------------------------------------------------------------------
     def _build(self) -> None:
+        """The dock's widgets, top to bottom, then their signals."""
         names = labels()
         body = QWidget()
         layout = QVBoxLayout(body)
+        self._build_inputs(layout, names)
+        self._build_method(layout, names)
+        self._build_tiles(layout, names)
+        self._build_area(layout)
+        self._build_run(layout, names)
+        layout.addStretch(1)
+        self.set_body(body)
+        self._connect_signals()
+
+    def _build_inputs(self, layout: QVBoxLayout, names: dict) -> None:
+        """The input layers and files: Sentinel-2, Sentinel-1, DEM, metadata and the cloud mask."""
         form = QFormLayout()
         self.s2_combo = sentinel2_combo()
         add_row(form, names["INPUT"], self.s2_combo, tr(
@@ -124,6 +136,8 @@ class CloudDock(TaskDock):
             "cloud mask choices that use a raster"))
         layout.addLayout(form)
 
+    def _build_method(self, layout: QVBoxLayout, names: dict) -> None:
+        """The method, its info line, the fill's settings, the weights, the device and Keep clear pixels."""
         form = QFormLayout()
         self.model_combo = QComboBox()
         fill_menu(self.model_combo, model_choices(), tr("How the clouds are removed from the image alone:"))
@@ -154,6 +168,8 @@ class CloudDock(TaskDock):
         form.addRow(self.keep_clear)
         layout.addLayout(form)
 
+    def _build_tiles(self, layout: QVBoxLayout, names: dict) -> None:
+        """The collapsed Tiles group: tile size, overlap, tiles per batch and coverage."""
         self.tiles = QgsCollapsibleGroupBox(tr("Tiles"))
         self.tiles.setToolTip(tr("How a network walks the image (0 / -1: the model's defaults)"))
         self.tiles.setCollapsed(True)
@@ -171,12 +187,16 @@ class CloudDock(TaskDock):
         add_row(tform, names["COVERAGE"], self.coverage_combo, self.coverage_combo.toolTip())
         layout.addWidget(self.tiles)
 
+    def _build_area(self, layout: QVBoxLayout) -> None:
+        """The other dates and the extent (whole layer or canvas extent)."""
         self.dates_group = OtherDatesGroup(self.s2_combo)
         layout.addWidget(self.dates_group)
         self.extent = ExtentChoice(layout, self, tr("Clear the whole Sentinel-2 layer"), tr(
             "Clear only the part of the Sentinel-2 layer shown in the map canvas"))
         self.whole_layer, self.canvas_extent = self.extent.whole_layer, self.extent.canvas_extent
 
+    def _build_run(self, layout: QVBoxLayout, names: dict) -> None:
+        """The output file, the run controls, the device of the last run, the result and the log."""
         self.add_output_row(layout, names["OUTPUT"], tr(
             "The cloud-free image, a GeoTIFF with the input's bands, data type and nodata (its 'what was observed' "
             "codes beside it); empty: a new file in QGIS's temporary folder"))
@@ -187,9 +207,9 @@ class CloudDock(TaskDock):
         layout.addWidget(self.device_label)
         layout.addWidget(self.result_label)
         layout.addWidget(self.log)
-        layout.addStretch(1)
-        self.set_body(body)
 
+    def _connect_signals(self) -> None:
+        """Keep the method info and the enabled pickers in step with the choices, and set them once now."""
         self.s1_combo.layerChanged.connect(self._model_changed)
         self.dem_combo.layerChanged.connect(self._model_changed)
         self.model_combo.currentIndexChanged.connect(self._model_changed)

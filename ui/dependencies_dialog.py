@@ -180,7 +180,19 @@ class DependenciesDialog(QDialog):
 
     # -- widgets --------------------------------------------------------------------------------------------
     def _build(self) -> None:
+        """The dialog's widgets, top to bottom."""
         layout = QVBoxLayout(self)
+        self._build_intro(layout)
+        self._build_paths(layout)
+        self._build_tree(layout)
+        self._build_torch_choice(layout)
+        self._build_progress(layout)
+        self._build_log(layout)
+        self._build_buttons(layout)
+
+    @staticmethod
+    def _build_intro(layout: QVBoxLayout) -> None:
+        """What the dialog does, in a few lines."""
         intro = QLabel(tr("TopoClear installs the Python packages its features need into a folder of your "
                           "QGIS profile, with the pip of the Python that QGIS runs. Check the features to "
                           "install, then restart QGIS."))
@@ -188,6 +200,8 @@ class DependenciesDialog(QDialog):
         intro.setMinimumHeight(intro.heightForWidth(420))  # the lines it needs at the narrowest width
         layout.addWidget(intro)
 
+    def _build_paths(self, layout: QVBoxLayout) -> None:
+        """The packages folder and the Python that runs pip (read-only fields)."""
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
         self.folder_edit = self._path_field(str(self.folder))
@@ -196,6 +210,8 @@ class DependenciesDialog(QDialog):
         form.addRow(tr("Python"), self.python_edit)
         layout.addLayout(form)
 
+    def _build_tree(self, layout: QVBoxLayout) -> None:
+        """The features and their packages, with their status."""
         self.tree = _FitTree()
         self.tree.setColumnCount(2)
         self.tree.setHeaderLabels([tr("Feature / package"), tr("Status")])
@@ -210,6 +226,8 @@ class DependenciesDialog(QDialog):
         self.tree.itemChanged.connect(self._update_buttons)
         layout.addWidget(self.tree, 3)
 
+    def _build_torch_choice(self, layout: QVBoxLayout) -> None:
+        """The PyTorch build (CPU or CUDA; CUDA preselected when nvidia-smi finds a GPU) and the GPU found."""
         row = QHBoxLayout()
         row.addWidget(QLabel(tr("PyTorch build:")))
         self.cpu_radio = QRadioButton(tr("CPU (smaller download)"))
@@ -231,6 +249,8 @@ class DependenciesDialog(QDialog):
         self.gpu_label.setWordWrap(True)
         layout.addWidget(self.gpu_label)
 
+    def _build_progress(self, layout: QVBoxLayout) -> None:
+        """pip's progress bar (busy while it runs) and its stage, or the error found at start."""
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -242,6 +262,8 @@ class DependenciesDialog(QDialog):
         layout.addWidget(self.progress)
         layout.addWidget(self.stage_label)
 
+    def _build_log(self, layout: QVBoxLayout) -> None:
+        """pip's log."""
         self.log_box = QPlainTextEdit()
         self.log_box.setReadOnly(True)
         self.log_box.setLineWrapMode(QPlainTextEdit.WidgetWidth)
@@ -251,6 +273,8 @@ class DependenciesDialog(QDialog):
         self.log_box.setMinimumHeight(self.fontMetrics().height() * 6)
         layout.addWidget(self.log_box, 2)
 
+    def _build_buttons(self, layout: QVBoxLayout) -> None:
+        """Install, Cancel (kills pip) and Close."""
         buttons = QDialogButtonBox()
         self.install_button = QPushButton(tr("Install"))
         self.cancel_button = QPushButton(tr("Cancel"))
