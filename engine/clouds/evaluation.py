@@ -35,7 +35,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from rasterio.enums import Resampling
@@ -47,11 +47,11 @@ from ..progress import SILENT, Monitor
 from ..io.raster import Grid, declared_nodata, open_raster
 from ..io.warp import FULL_COVERAGE, footprint_coverage, warp_window
 from ..sentinel2.bands import STACK_LAYOUTS, is_scl_name
+from .evaluation_sums import SSIM_HALO, MetricSums
 from .masks.choice import raster_classes, scl_classes
 from .masks.kinds import AUTO, DETECTOR, RASTER, SCL, mask_method
 from ..sentinel2.locate import bands_named_in_descriptions
 
-SSIM_HALO = 5  # (11 - 1) / 2
 #: Largest DN offset accepted, either sign (Sentinel-2 processing baseline 04.00 and later: -1000).
 MAX_DN_OFFSET = 10000.0
 #: (key, label, unit, region, description) of every metric, in table order.
@@ -216,6 +216,130 @@ def _computed_mask(cloudy: Optional[str], kind: str, notes: List[str], monitor: 
     return engine
 
 
+@dataclass
+class _Request:
+    """What :func:`evaluate_rasters` compares (``mask_kind``: the key of the chosen mask method)."""
+
+    prediction: str
+    reference: str
+    cloudy: Optional[str]
+    mask: Optional[str]
+    mask_kind: str
+    mask_band: int
+    bands: Optional[str]
+    offset: float
+    scale: Optional[float]
+
+
+@dataclass
+class _Plan:
+    """The reference grid and the bands compared: of the prediction (and their names), of the reference."""
+
+    grid: Grid
+    pred_bands: List[int]
+    names: List[str]
+    ref_bands: List[int]
+
+
+@dataclass
+class _Rasters:
+    """The rasters of one comparison on the reference grid, and its cloud mask (``mask``: a dataset read by
+    the ``mask_kind`` rules in band ``mask_band``, or None)."""
+
+    grid: Grid
+    pred: _Raster
+    ref: _Raster
+    cloudy: Optional[_Raster] = None
+    mask: Any = None
+    mask_kind: str = ""
+    mask_band: int = 1
+
+
+def _check_inputs(request: _Request, notes: List[str]) -> _Plan:
+    """The bands to compare; an :class:`InputError` when the prediction has no CRS or an input does not
+    overlap it at all (a note when it covers only part of it)."""
+    with open_raster(request.reference, "reference") as ref_ds, \
+            open_raster(request.prediction, "prediction") as pred_ds:
+        grid = Grid.of(ref_ds)
+        pred_bands = parse_bands(request.bands, pred_ds, "prediction") or list(range(1, pred_ds.count + 1))
+        names = _band_names(pred_ds, pred_bands)
+        ref_bands = _match_bands(ref_ds, names, pred_bands, "reference")
+        if pred_ds.crs is None:
+            raise InputError(f"prediction: {os.path.basename(str(request.prediction))} has no coordinate "
+                             "reference system")
+        on = Grid.of(pred_ds)
+        _check_overlap(ref_ds, "reference", request.reference, on, notes)
+        if request.cloudy:
+            with open_raster(request.cloudy, "cloudy input") as cds:
+                _check_overlap(cds, "cloudy input", request.cloudy, on, notes)
+        if request.mask and request.mask_kind != DETECTOR.key:
+            with open_raster(request.mask, "cloud mask") as mask_ds:
+                _check_overlap(mask_ds, "cloud mask", request.mask, on, notes)
+    return _Plan(grid, pred_bands, names, ref_bands)
+
+
+def _open_rasters(request: _Request, plan: _Plan, notes: List[str], opened: List[Any]) -> _Rasters:
+    """The prediction, the reference and the cloudy input as reflectance on the reference grid (each one
+    added to ``opened`` as it opens)."""
+    pred = _Raster(request.prediction, "prediction", plan.grid, plan.pred_bands, request.offset, request.scale)
+    opened.append(pred)
+    ref = _Raster(request.reference, "reference", None, plan.ref_bands, request.offset, request.scale)
+    opened.append(ref)
+    if not pred.aligned:
+        notes.append("the prediction's grid differs from the reference's: resampled by nearest neighbour")
+    rasters = _Rasters(plan.grid, pred, ref, mask_kind=request.mask_kind, mask_band=request.mask_band)
+    if request.cloudy:
+        with open_raster(request.cloudy, "cloudy input") as cds:
+            cl_bands = _match_bands(cds, plan.names, plan.pred_bands, "cloudy input")
+        rasters.cloudy = _Raster(request.cloudy, "cloudy input", plan.grid, cl_bands, request.offset, request.scale)
+        opened.append(rasters.cloudy)
+    return rasters
+
+
+def _open_mask(request: _Request, rasters: _Rasters, notes: List[str], monitor: Monitor,
+               opened: List[Any]) -> None:
+    """Open the cloud mask of ``rasters``: the mask raster, else one computed from the cloudy input when the
+    mask method can (its engine added to ``opened``), else none."""
+    if request.mask and request.mask_kind != DETECTOR.key:
+        rasters.mask = open_raster(request.mask, "cloud mask")
+        if request.mask_kind == AUTO.key:
+            rasters.mask_kind = SCL.key if is_scl_name(request.mask) else RASTER.key
+    else:
+        if request.mask:
+            notes.append("a mask raster was given but the cloud mask is computed by the detector: it is not used")
+        computed = _computed_mask(request.cloudy, request.mask_kind, notes, monitor)
+        if computed is not None:
+            opened.append(computed)
+            rasters.mask = open_raster(computed.cache_path, "cloud mask")
+            rasters.mask_kind, rasters.mask_band = RASTER.key, 1
+    if rasters.cloudy is not None and rasters.mask is None:
+        notes.append("no cloud mask: reproduction metrics (clear pixels) need one and are left out")
+
+
+def _accumulate(rasters: _Rasters, window_rows: int, monitor: Monitor) -> MetricSums:
+    """The metric sums over the whole grid, read in strips of ``window_rows`` rows (plus the SSIM halo)."""
+    grid = rasters.grid
+    sums = MetricSums()
+    height = grid.height
+    total = max(1, math.ceil(height / window_rows))
+    for n, row0 in enumerate(range(0, height, window_rows)):
+        monitor.check()
+        rows = min(window_rows, height - row0)
+        h0, h1 = max(0, row0 - SSIM_HALO), min(height, row0 + rows + SSIM_HALO)
+        p, pv = rasters.pred.read(h0, h1 - h0)
+        t, tv = rasters.ref.read(h0, h1 - h0)
+        core = slice(row0 - h0, row0 - h0 + rows)
+        m = c = cv = None
+        if rasters.mask is not None:
+            m = _mask_values(rasters.mask, rasters.mask_band, rasters.mask_kind, grid,
+                             Window(0, row0, grid.width, rows))
+        if rasters.cloudy is not None:
+            c, cv = rasters.cloudy.read(row0, rows)
+        sums.add(p, t, pv & tv, core, m, c, cv, row0 == 0, row0 + rows == height)
+        monitor.progress(100.0 * (n + 1) / total)
+    return sums
+
+
 def evaluate_rasters(prediction: str, reference: str, cloudy: Optional[str] = None, mask: Optional[str] = None,
                      mask_kind: str = "auto", mask_band: int = 1, bands: Optional[str] = None,
                      offset: float = 0.0, scale: Optional[float] = None, monitor: Monitor = SILENT,
@@ -231,80 +355,25 @@ def evaluate_rasters(prediction: str, reference: str, cloudy: Optional[str] = No
     (computed from ``cloudy``) or ``"auto"`` (the mask raster, as SCL when its file name says so; without
     one, computed from ``cloudy`` when given: see the module notes).
     """
-    mask_kind = mask_method(mask_kind, "evaluate").key
+    request = _Request(prediction, reference, cloudy, mask, mask_method(mask_kind, "evaluate").key, mask_band,
+                       bands, offset, scale)
     check_offset(offset)
     notes: List[str] = []
-    with open_raster(reference, "reference") as ref_ds, open_raster(prediction, "prediction") as pred_ds:
-        grid = Grid.of(ref_ds)
-        pred_bands = parse_bands(bands, pred_ds, "prediction") or list(range(1, pred_ds.count + 1))
-        names = _band_names(pred_ds, pred_bands)
-        ref_bands = _match_bands(ref_ds, names, pred_bands, "reference")
-        if pred_ds.crs is None:
-            raise InputError(f"prediction: {os.path.basename(str(prediction))} has no coordinate reference system")
-        on = Grid.of(pred_ds)
-        _check_overlap(ref_ds, "reference", reference, on, notes)
-        if cloudy:
-            with open_raster(cloudy, "cloudy input") as cds:
-                _check_overlap(cds, "cloudy input", cloudy, on, notes)
-        if mask and mask_kind != DETECTOR.key:
-            with open_raster(mask, "cloud mask") as mask_ds:
-                _check_overlap(mask_ds, "cloud mask", mask, on, notes)
-    opened: List[_Raster] = []
+    plan = _check_inputs(request, notes)
+    opened: List[Any] = []
+    rasters: Optional[_Rasters] = None
     try:
-        pred = _Raster(prediction, "prediction", grid, pred_bands, offset, scale)
-        opened.append(pred)
-        ref = _Raster(reference, "reference", None, ref_bands, offset, scale)
-        opened.append(ref)
-        if not pred.aligned:
-            notes.append("the prediction's grid differs from the reference's: resampled by nearest neighbour")
-        cl = None
-        if cloudy:
-            with open_raster(cloudy, "cloudy input") as cds:
-                cl_bands = _match_bands(cds, names, pred_bands, "cloudy input")
-            cl = _Raster(cloudy, "cloudy input", grid, cl_bands, offset, scale)
-            opened.append(cl)
-        mds = None
-        if mask and mask_kind != DETECTOR.key:
-            mds = open_raster(mask, "cloud mask")
-            if mask_kind == AUTO.key:
-                mask_kind = SCL.key if is_scl_name(mask) else RASTER.key
-        else:
-            if mask:
-                notes.append("a mask raster was given but the cloud mask is computed by the detector: it is not used")
-            computed = _computed_mask(cloudy, mask_kind, notes, monitor)
-            if computed is not None:
-                opened.append(computed)
-                mds = open_raster(computed.cache_path, "cloud mask")
-                mask_kind, mask_band = RASTER.key, 1
-        if cl is not None and mds is None:
-            notes.append("no cloud mask: reproduction metrics (clear pixels) need one and are left out")
-        sums = _Sums()
-        height = grid.height
-        total = max(1, math.ceil(height / window_rows))
-        for n, row0 in enumerate(range(0, height, window_rows)):
-            monitor.check()
-            rows = min(window_rows, height - row0)
-            h0, h1 = max(0, row0 - SSIM_HALO), min(height, row0 + rows + SSIM_HALO)
-            p, pv = pred.read(h0, h1 - h0)
-            t, tv = ref.read(h0, h1 - h0)
-            valid = pv & tv
-            core = slice(row0 - h0, row0 - h0 + rows)
-            m = None
-            if mds is not None:
-                m = _mask_values(mds, mask_band, mask_kind, grid, Window(0, row0, grid.width, rows))
-            c = None
-            if cl is not None:
-                c, cv = cl.read(row0, rows)
-                valid_c = cv
-            sums.add(p, t, valid, core, m, c, valid_c if cl is not None else None, row0 == 0, row0 + rows == height)
-            monitor.progress(100.0 * (n + 1) / total)
-        if mds is not None:
-            mds.close()
+        rasters = _open_rasters(request, plan, notes, opened)
+        _open_mask(request, rasters, notes, monitor, opened)
+        sums = _accumulate(rasters, window_rows, monitor)
         if sums.n == 0:
             raise InputError("prediction and reference have no valid pixel in common (all nodata or NaN)")
-        values = sums.result(with_mask=mds is not None, with_cloudy=cl is not None and mds is not None)
-        return Evaluation(values, names, grid.width * grid.height, sums.n, notes)
+        with_mask = rasters.mask is not None
+        values = sums.result(with_mask=with_mask, with_cloudy=rasters.cloudy is not None and with_mask)
+        return Evaluation(values, plan.names, plan.grid.width * plan.grid.height, sums.n, notes)
     finally:
+        if rasters is not None and rasters.mask is not None:
+            rasters.mask.close()  # before the computed mask it may read is removed
         for r in opened:
             r.close()
 
@@ -369,99 +438,6 @@ def _match_bands(ds, names: Sequence[str], numbers: Sequence[int], role: str) ->
         else:
             raise InputError(f"{role}: {os.path.basename(ds.name)} has no band {name} (band {number})")
     return out
-
-
-class _Sums:
-    """float64 running sums of every metric."""
-
-    def __init__(self) -> None:
-        self.n = 0  # valid pixels
-        self.abs = self.sq = self.sam = 0.0
-        self.ssim = 0.0
-        self.ssim_n = 0
-        self.nm = 0  # valid pixels in the mask
-        self.abs_m = self.sq_m = self.sam_m = 0.0
-        self.nc = 0  # valid clear pixels
-        self.sq_c = 0.0
-        self.nr = 0
-        self.abs_r = self.sam_r = 0.0
-        self.bands = 0
-
-    def add(self, p, t, valid, core, m, c, cv, first: bool, last: bool) -> None:
-        import torch
-
-        from ...models.metrics import sam_map, ssim_map
-
-        bands = p.shape[0]
-        self.bands = bands
-        pc, tc, vc = p[:, core], t[:, core], valid[core]
-        diff = pc - tc
-        ad = np.abs(diff).sum(axis=0)
-        sq = (diff ** 2).sum(axis=0)
-        angle = sam_map(torch.from_numpy(pc[None]), torch.from_numpy(tc[None]), degrees=True)[0, 0].numpy()
-        self.n += int(vc.sum())
-        self.abs += float(ad[vc].sum())
-        self.sq += float(sq[vc].sum())
-        self.sam += float(angle[vc].sum())
-        # SSIM: map positions of the strip whose 11x11 window lies inside the image and is all valid
-        if p.shape[1] >= 11 and p.shape[2] >= 11:
-            smap = ssim_map(torch.from_numpy(p[None]), torch.from_numpy(t[None]))[0].numpy()  # (C, h-10, w-10)
-            ok = _window_all(valid, 11)  # (h-10, w-10)
-            # map row r corresponds to strip row r + 5: keep the centres inside the core rows
-            centre0 = core.start - SSIM_HALO
-            centre1 = core.stop - SSIM_HALO
-            keep = np.zeros(ok.shape[0], bool)
-            keep[max(centre0, 0):max(centre1, 0)] = True
-            sel = ok & keep[:, None]
-            self.ssim += float(smap[:, sel].sum())
-            self.ssim_n += int(sel.sum()) * bands
-        if m is not None:
-            mm = m & vc
-            clear = ~m & vc
-            self.nm += int(mm.sum())
-            self.abs_m += float(ad[mm].sum())
-            self.sq_m += float(sq[mm].sum())
-            self.sam_m += float(angle[mm].sum())
-            self.nc += int(clear.sum())
-            self.sq_c += float(sq[clear].sum())
-            if c is not None:
-                rv = clear & cv
-                dc = pc - c
-                ac = sam_map(torch.from_numpy(pc[None]), torch.from_numpy(c[None]), degrees=True)[0, 0].numpy()
-                self.nr += int(rv.sum())
-                self.abs_r += float(np.abs(dc).sum(axis=0)[rv].sum())
-                self.sam_r += float(ac[rv].sum())
-
-    def result(self, with_mask: bool, with_cloudy: bool) -> Dict[str, float]:
-        nan = float("nan")
-        b = max(1, self.bands)
-
-        def psnr(sq_sum: float, n: int) -> float:
-            if n == 0:
-                return nan
-            mse = sq_sum / (n * b)
-            return float("inf") if mse == 0 else 20.0 * math.log10(1.0 / math.sqrt(mse))
-
-        out = {"mae": self.abs / (self.n * b), "rmse": math.sqrt(self.sq / (self.n * b)), "psnr": psnr(self.sq, self.n),
-               "ssim": self.ssim / self.ssim_n if self.ssim_n else nan, "sam": self.sam / self.n}
-        if with_mask:
-            out["cloud_fraction"] = self.nm / self.n
-            out["psnr_cloudy"] = psnr(self.sq_m, self.nm)
-            out["psnr_clear"] = psnr(self.sq_c, self.nc)
-            out["mae_reconstruction"] = self.abs_m / (self.nm * b) if self.nm else nan
-            out["sam_reconstruction"] = self.sam_m / self.nm if self.nm else nan
-            if with_cloudy:
-                out["mae_reproduction"] = self.abs_r / (self.nr * b) if self.nr else nan
-                out["sam_reproduction"] = self.sam_r / self.nr if self.nr else nan
-        return out
-
-
-def _window_all(valid: np.ndarray, size: int) -> np.ndarray:
-    """True where the ``size`` x ``size`` window starting there is all valid ('valid' positions)."""
-    v = valid.astype(np.int32)
-    c = np.pad(v.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    s = c[size:, size:] - c[:-size, size:] - c[size:, :-size] + c[:-size, :-size]
-    return s == size * size
 
 
 # --------------------------------------------------------------------------------------------

@@ -131,11 +131,33 @@ def _build(config: SeriesTrainConfig):
     return model
 
 
-def train_series(config: SeriesTrainConfig, sampler: SeriesSampler, val: List[Dict[str, np.ndarray]],
-                 monitor: Monitor = SILENT) -> SeriesTrainResult:
-    """Train ``config.model`` on ``sampler``'s batches (see the module notes)."""
+@dataclass
+class _SeriesRun:
+    """The state of one run, carried between the steps of :func:`train_series`."""
+
+    config: SeriesTrainConfig
+    model: Any
+    optimizer: Any
+    loss_fn: Any
+    device: Any
+    rng: np.random.Generator
+    last: Optional[Path]
+    history: List[dict] = field(default_factory=list)
+    step: int = 0
+    best_val: float = math.inf
+    best_step: int = 0
+    best_state: Optional[dict] = None
+    elapsed_before: float = 0.0
+    start: float = 0.0
+
+    def elapsed(self) -> float:
+        """Seconds of training so far, those of the runs this one resumes included."""
+        return self.elapsed_before + time.perf_counter() - self.start
+
+
+def _start_run(config: SeriesTrainConfig) -> _SeriesRun:
+    """The model, optimiser, loss and random generator of a new run of ``config``."""
     from ...models.perceptual_loss import CAMTCRLoss
-    from .. import checkpoints as ckpt
 
     if config.threads:
         torch.set_num_threads(int(config.threads))
@@ -151,86 +173,120 @@ def train_series(config: SeriesTrainConfig, sampler: SeriesSampler, val: List[Di
         warnings.simplefilter("ignore", UserWarning)
         loss_fn = CAMTCRLoss(config.vgg_weights).to(device)
     rng = np.random.default_rng(config.seed)
-    history: List[dict] = []
-    step, best_val, best_step, elapsed_before = 0, math.inf, 0, 0.0
-    best_state = None
     folder = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     last = folder / "last.safetensors" if folder else None
-    if config.resume and last is not None and ckpt.state_path(last).is_file():
-        state = ckpt.load_training_state(last)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, history = int(state["step"]), list(state["history"])
-        best_val, best_step = float(state["best_val"]), int(state["best_step"])
-        best_state = state.get("best_model")
-        elapsed_before = float(state["seconds"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        monitor.message(f"resumed at step {step} ({elapsed_before / 60:.1f} min done)")
-    start = time.perf_counter()
+    return _SeriesRun(config, model, optimizer, loss_fn, device, rng, last)
 
-    def elapsed() -> float:
-        return elapsed_before + time.perf_counter() - start
 
-    def save() -> None:
-        if last is None:
-            return
-        folder.mkdir(parents=True, exist_ok=True)
-        ckpt.save_training_state(last, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "history": history,
-            "best_val": best_val, "best_step": best_step, "best_model": best_state, "seconds": elapsed(),
-            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()})
+def _resume(run: _SeriesRun, monitor: Monitor) -> None:
+    """Continue ``run`` from its last checkpoint when the configuration asks for it and there is one."""
+    from .. import checkpoints as ckpt
 
-    def validate() -> None:
-        nonlocal best_val, best_step, best_state
-        record = {"step": step, "minutes": round(elapsed() / 60, 2), **_evaluate(model, loss_fn, val, device)}
-        history.append(record)
-        if record["loss"] < best_val:
-            best_val, best_step = record["loss"], step
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        monitor.message("validation " + ", ".join(f"{k} {v:.4g}" for k, v in record.items()))
+    if not (run.config.resume and run.last is not None and ckpt.state_path(run.last).is_file()):
+        return
+    state = ckpt.load_training_state(run.last)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.step, run.history = int(state["step"]), list(state["history"])
+    run.best_val, run.best_step = float(state["best_val"]), int(state["best_step"])
+    run.best_state = state.get("best_model")
+    run.elapsed_before = float(state["seconds"])
+    run.rng.bit_generator.state = state["rng"]
+    torch.set_rng_state(state["torch_rng"])
+    monitor.message(f"resumed at step {run.step} ({run.elapsed_before / 60:.1f} min done)")
 
-    if step == 0 and not history:
-        validate()
-    model.train()
-    stopped_by = "steps"
+
+def _save(run: _SeriesRun) -> None:
+    """Checkpoint ``run`` (nothing without a checkpoint folder)."""
+    from .. import checkpoints as ckpt
+
+    if run.last is None:
+        return
+    run.last.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.save_training_state(run.last, {
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), "step": run.step,
+        "history": run.history, "best_val": run.best_val, "best_step": run.best_step, "best_model": run.best_state,
+        "seconds": run.elapsed(), "rng": run.rng.bit_generator.state, "torch_rng": torch.get_rng_state()})
+
+
+def _validate(run: _SeriesRun, val: List[Dict[str, np.ndarray]], monitor: Monitor) -> None:
+    """Evaluate on the validation batches, record it in the history and keep the best state."""
+    record = {"step": run.step, "minutes": round(run.elapsed() / 60, 2),
+              **_evaluate(run.model, run.loss_fn, val, run.device)}
+    run.history.append(record)
+    if record["loss"] < run.best_val:
+        run.best_val, run.best_step = record["loss"], run.step
+        run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    monitor.message("validation " + ", ".join(f"{k} {v:.4g}" for k, v in record.items()))
+
+
+def _train_step(run: _SeriesRun, sampler: SeriesSampler) -> Tuple[float, int, float]:
+    """One optimiser step on a new batch at the scheduled learning rate: (schedule factor, dates, loss)."""
+    config = run.config
+    fraction = run.step / max(1, config.steps)
+    if config.max_minutes:
+        fraction = max(fraction, run.elapsed() / (60.0 * config.max_minutes))
+    factor = lr_factor(fraction)
+    for g in run.optimizer.param_groups:
+        g["lr"] = g["initial_lr"] * factor
+    dates = int(config.dates[int(run.rng.integers(0, len(config.dates)))])
+    t = _tensors(sampler.batch(run.rng, config.batch_size, dates, config.crop), run.device)
+    pred = run.model(t["s2"], mask=t["mask"])
+    loss = run.loss_fn(pred, t["target"])
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.step += 1
+    return factor, dates, loss.item()
+
+
+def _train_until_stopped(run: _SeriesRun, sampler: SeriesSampler, val: List[Dict[str, np.ndarray]],
+                         monitor: Monitor) -> str:
+    """Train until the step count or the time budget is reached, validating and checkpointing on the way;
+    what stopped it (``"steps"`` or ``"time"``)."""
+    config = run.config
     running = []
-    while step < config.steps:
-        if config.max_minutes is not None and elapsed() > 60 * config.max_minutes:
-            stopped_by = "time"
-            break
+    while run.step < config.steps:
+        if config.max_minutes is not None and run.elapsed() > 60 * config.max_minutes:
+            return "time"
         monitor.check()
-        fraction = step / max(1, config.steps)
-        if config.max_minutes:
-            fraction = max(fraction, elapsed() / (60.0 * config.max_minutes))
-        factor = lr_factor(fraction)
-        for g in optimizer.param_groups:
-            g["lr"] = g["initial_lr"] * factor
-        dates = int(config.dates[int(rng.integers(0, len(config.dates)))])
-        t = _tensors(sampler.batch(rng, config.batch_size, dates, config.crop), device)
-        pred = model(t["s2"], mask=t["mask"])
-        loss = loss_fn(pred, t["target"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        running.append(loss.item())
-        if step % 20 == 0:
-            monitor.message(f"step {step}/{config.steps} loss {np.mean(running[-20:]):.4f} lr {factor * config.lr:.2g} "
-                            f"T={dates} {elapsed() / 60:.1f} min")
-            monitor.progress(100.0 * step / config.steps)
-        if step % config.val_every == 0:
-            validate()
-        if step % config.checkpoint_every == 0:
-            save()
-    if not history or history[-1]["step"] != step:
-        validate()
-    save()
-    best = copy.deepcopy(model)
-    if best_state is not None:
-        best.load_state_dict(best_state)
-    best.build_options = dict(config.model_options)
-    return SeriesTrainResult(model, best.eval(), history, step, elapsed(), best_step, best_val, config, stopped_by)
+        factor, dates, loss = _train_step(run, sampler)
+        running.append(loss)
+        if run.step % 20 == 0:
+            monitor.message(f"step {run.step}/{config.steps} loss {np.mean(running[-20:]):.4f} "
+                            f"lr {factor * config.lr:.2g} T={dates} {run.elapsed() / 60:.1f} min")
+            monitor.progress(100.0 * run.step / config.steps)
+        if run.step % config.val_every == 0:
+            _validate(run, val, monitor)
+        if run.step % config.checkpoint_every == 0:
+            _save(run)
+    return "steps"
+
+
+def _result(run: _SeriesRun, stopped_by: str) -> SeriesTrainResult:
+    """The result of the finished ``run``, with a copy of the model at its best validation state."""
+    best = copy.deepcopy(run.model)
+    if run.best_state is not None:
+        best.load_state_dict(run.best_state)
+    best.build_options = dict(run.config.model_options)
+    return SeriesTrainResult(run.model, best.eval(), run.history, run.step, run.elapsed(), run.best_step,
+                             run.best_val, run.config, stopped_by)
+
+
+def train_series(config: SeriesTrainConfig, sampler: SeriesSampler, val: List[Dict[str, np.ndarray]],
+                 monitor: Monitor = SILENT) -> SeriesTrainResult:
+    """Train ``config.model`` on ``sampler``'s batches (see the module notes)."""
+    run = _start_run(config)
+    _resume(run, monitor)
+    run.start = time.perf_counter()
+    if run.step == 0 and not run.history:
+        _validate(run, val, monitor)
+    run.model.train()
+    stopped_by = _train_until_stopped(run, sampler, val, monitor)
+    if not run.history or run.history[-1]["step"] != run.step:
+        _validate(run, val, monitor)
+    _save(run)
+    return _result(run, stopped_by)
 
 
 def config_dict(config: SeriesTrainConfig) -> dict:
