@@ -140,8 +140,9 @@ def test_unet_result_does_not_depend_on_the_tile_size(tmp_path):
 def test_memory_does_not_grow_with_the_scene(tmp_path):
     """Peak traced memory (numpy buffers: reads, batches, blending cells) for a 9x larger scene.
 
-    Both scenes hold enough tiles to fill the read-ahead queue, so the peaks compare steady states
-    (a 256 px scene of 9 tiles peaks 10-25 % lower depending on thread timing)."""
+    Both scenes hold enough tiles to fill the read-ahead queue. How full the queue is at the peak
+    depends on thread timing (10.8-14.4 MB measured for either size), so the bound allows 50 %: one
+    float32 band of the 1536 px scene held whole would add 9.4 MB (+87 %), all 13 bands 123 MB."""
     torch.manual_seed(0)
     model = build_model("dsen2cr", s1_bands=0, features=4, blocks=1)
     peaks, blender = {}, {}
@@ -154,7 +155,7 @@ def test_memory_does_not_grow_with_the_scene(tmp_path):
         tracemalloc.stop()
         blender[size] = report.blender_peak_bytes
     scene_bytes = 13 * 4 * 1536 * 1536
-    assert peaks[1536] < 1.15 * peaks[512], peaks  # 9x the pixels, about the same memory (~14 MB)
+    assert peaks[1536] < 1.5 * peaks[512], peaks  # 9x the pixels, about the same memory (11-14 MB)
     assert peaks[1536] < 0.15 * scene_bytes
     assert blender[1536] < 0.01 * scene_bytes
 
