@@ -14,6 +14,7 @@ from ..engine.training.builder_inputs import BuildOptions, SceneInputs
 from ..engine.training.dataset_builder import build_dataset_folder, output_folder_problem
 from ..engine.training.scene_list import check_scene_name, load_scene_list
 from .base import TopoClearAlgorithm
+from .parameter_help import ParameterHelp
 
 #: Optional rasters of a single scene: parameter, SceneInputs attribute, label.
 OPTIONAL_RASTERS = (
@@ -81,11 +82,12 @@ def _given(value) -> bool:
     return not (callable(is_null) and is_null())
 
 
-class BuildDatasetAlgorithm(TopoClearAlgorithm):
+class BuildDatasetAlgorithm(ParameterHelp, TopoClearAlgorithm):
     NAME = "builddataset"
     DISPLAY = "Build cloud-removal training patches"
     GROUP = "Cloud removal training"
     GROUP_ID = "cloudtraining"
+    PARAMETER_HELP = PARAMETER_HELP
     HELP = (
         "<p>Cuts aligned <b>256 x 256 patch stacks</b> (cloudy Sentinel-2, its cloud-free target and, when given, "
         "Sentinel-1, the terrain stack and cloud / shadow masks) from your scenes and splits them into "
@@ -119,13 +121,6 @@ class BuildDatasetAlgorithm(TopoClearAlgorithm):
         "manifest path, and the patch counts per split. Each manifest entry records the patch's scene, window, "
         "block, footprint and cloud cover.</p>"
     )
-
-    def addParameter(self, parameter, createOutput=True):  # noqa: N802,N803 (QGIS API names)
-        """Every parameter with its tooltip help (:data:`PARAMETER_HELP`)."""
-        text = PARAMETER_HELP.get(parameter.name())
-        if text and hasattr(parameter, "setHelp"):  # not in every QGIS 3: the labels say what matters
-            parameter.setHelp(text)
-        return super().addParameter(parameter, createOutput)
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("CLOUDY", "Cloudy Sentinel-2 image", optional=True))

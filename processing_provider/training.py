@@ -13,6 +13,7 @@ from qgis.core import (QgsProcessingException, QgsProcessingOutputFile, QgsProce
                        QgsProcessingParameterNumber, QgsProcessingParameterString)
 
 from .base import TorchAlgorithm
+from .parameter_help import ParameterHelp
 
 #: Loss choices; index 0 keeps the paper's loss.
 LOSS_CHOICES = ("paper default", "l1", "carl", "tmarl", "l1_ssim", "ssim", "cgan")
@@ -59,11 +60,12 @@ def model_names() -> list:
     return [spec.name for spec in training_models()]
 
 
-class TrainModelAlgorithm(TorchAlgorithm):
+class TrainModelAlgorithm(ParameterHelp, TorchAlgorithm):
     NAME = "trainmodel"
     DISPLAY = "Train cloud-removal model"
     GROUP = "Cloud removal training"
     GROUP_ID = "cloudtraining"
+    PARAMETER_HELP = PARAMETER_HELP
     HELP = (
         "<p>Trains one of TopoClear's cloud-removal networks on your own patches and writes its weights "
         "(<b>.safetensors</b>) with a <b>model card</b> (.json beside them: architecture, bands, value scaling, "
@@ -93,13 +95,6 @@ class TrainModelAlgorithm(TorchAlgorithm):
         "the cloud-removal GAN.</p>"
         "<p>Needs PyTorch and safetensors.</p>"
     )
-
-    def addParameter(self, parameter, createOutput=True):  # noqa: N802,N803 (QGIS API names)
-        """Every parameter with its tooltip help (:data:`PARAMETER_HELP`)."""
-        text = PARAMETER_HELP.get(parameter.name())
-        if text and hasattr(parameter, "setHelp"):  # not in every QGIS 3: the labels say what matters
-            parameter.setHelp(text)
-        return super().addParameter(parameter, createOutput)
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.models = model_names()

@@ -1,11 +1,14 @@
-"""Shared test fixtures: where the real sample data lives, and GPU detection."""
+"""Shared test fixtures: where the real sample data lives, GPU detection, the cloud / shadow detector's
+packages and reference patch, Processing feedback and weights of small models."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import traceback
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +39,114 @@ def cuda_available() -> bool:
 
 
 requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device")
+
+
+# -- the pretrained cloud / shadow detector (onnxruntime, ukis-csmask) ---------------------------------
+
+#: The packages the detector imports.
+DETECTOR_PACKAGES = ("onnxruntime", "ukis_csmask")
+HAVE_DETECTOR = all(importlib.util.find_spec(m) is not None for m in DETECTOR_PACKAGES)
+
+
+def detector_missing_reason() -> str:
+    """Why a test of the detector is skipped where its packages are not installed."""
+    from topoclear.engine.clouds.masks.detector import INSTALL_HINT
+
+    return f"onnxruntime / ukis-csmask not installed ({INSTALL_HINT})"
+
+
+def needs_detector(test):
+    """Skips ``test`` where the detector's packages cannot be imported."""
+    return pytest.mark.skipif(not HAVE_DETECTOR, reason=detector_missing_reason())(test)
+
+
+@pytest.fixture()
+def without_detector_packages(monkeypatch):
+    """``importlib.util.find_spec`` finds neither onnxruntime nor ukis-csmask for the rest of the test."""
+    real = importlib.util.find_spec
+
+    def fake(name, *args, **kwargs):
+        return None if name in DETECTOR_PACKAGES else real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", fake)
+
+
+def reference_patch():
+    """The ukis-csmask reference patch (``cloudmask-reference/ukis_sentinel2.npz``, 512 x 512 at about 30 m):
+    (6, 512, 512) float32 reflectance (B2, B3, B4, B8, B11, B12) and its reference classes (0 clear, 1 cloud,
+    2 shadow), mapped as the ukis-csmask tests map them: **0 -> shadow, 4 -> cloud**, 1-3 -> clear."""
+    from topoclear.engine.clouds.masks.detector import CLEAR, CLOUD, SHADOW
+
+    data = np.load(data_path("cloudmask-reference", "ukis_sentinel2.npz"))
+    img = np.ascontiguousarray(np.moveaxis(data["img"], -1, 0).astype(np.float32))
+    msk = data["msk"][..., 0]
+    ref = np.full(msk.shape, CLEAR, np.uint8)
+    ref[msk == 4] = CLOUD
+    ref[msk == 0] = SHADOW
+    return img, ref
+
+
+def kappa(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Cohen's kappa of two label arrays."""
+    a, b = truth.ravel(), pred.ravel()
+    po = float(np.mean(a == b))
+    pe = sum(float(np.mean(a == k)) * float(np.mean(b == k)) for k in np.union1d(a, b))
+    return (po - pe) / (1.0 - pe)
+
+
+def mask_accuracy(ref: np.ndarray, pred: np.ndarray) -> dict:
+    """Overall accuracy of the classes ``pred`` against ``ref``, and the accuracy and kappa of cloud and of
+    shadow alone."""
+    from topoclear.engine.clouds.masks.detector import CLOUD, SHADOW
+
+    return {"oa": float(np.mean(pred == ref)),
+            "oa_cloud": float(np.mean((ref == CLOUD) == (pred == CLOUD))),
+            "k_cloud": kappa(ref == CLOUD, pred == CLOUD),
+            "oa_shadow": float(np.mean((ref == SHADOW) == (pred == SHADOW))),
+            "k_shadow": kappa(ref == SHADOW, pred == SHADOW)}
+
+
+def stitch(windows, height: int, width: int) -> np.ndarray:
+    """The classes of mask windows (``row0``, ``col0``, ``rows``, ``cols``, ``classes``) put together into one
+    ``height`` x ``width`` scene; the windows must cover it."""
+    out = np.full((height, width), 99, np.uint8)
+    for w in windows:
+        out[w.row0:w.row0 + w.rows, w.col0:w.col0 + w.cols] = w.classes
+    assert (out != 99).all(), "windows must cover the scene"
+    return out
+
+
+# -- cloud removal through Processing ----------------------------------------------------------------
+
+def model_index(key: str) -> int:
+    """The MODEL value of the method ``key`` in removeclouds' menu (the menu follows the method catalogue's order)."""
+    from topoclear.engine.clouds.methods.catalogue import removal_methods
+
+    return [m.key for m in removal_methods()].index(key)
+
+
+def save_weights(path, model, **options) -> str:
+    """Save ``model`` (built with ``options``) as trained weights are saved (safetensors + model card); the
+    weights' path."""
+    from topoclear.engine import checkpoints
+
+    model.build_options = options
+    return str(checkpoints.save_model(path, model)[0])
+
+
+def log_feedback():
+    """A Processing feedback that keeps every info line in ``lines``."""
+    from qgis.core import QgsProcessingFeedback
+
+    class Feedback(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def pushInfo(self, text):  # noqa: N802
+            self.lines.append(text)
+
+    return Feedback()
 
 
 _LIVE_PROVIDERS = []  # Python wrappers must outlive their registration, or QGIS loses their methods

@@ -16,13 +16,13 @@ kappa 0.803 (``CSmask`` itself: 0.903, 0.827, 0.801), 98.7 % same class as ``CSm
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import data_path
+from conftest import (HAVE_DETECTOR, data_path, detector_missing_reason, mask_accuracy, needs_detector,
+                      reference_patch, stitch)
 from topoclear.engine.clouds.masks.detector import (
     CLEAR,
     CLOUD,
@@ -38,45 +38,20 @@ from topoclear.engine.clouds.masks.detector_scene import block_factor, buffer_cl
 from topoclear.engine.errors import Cancelled, InputError, TopoClearError
 from topoclear.engine.progress import Monitor
 
-HAVE_PACKAGES = all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "ukis_csmask"))
-needs_packages = pytest.mark.skipif(not HAVE_PACKAGES,
-                                    reason=f"onnxruntime / ukis-csmask not installed ({INSTALL_HINT})")
 THREADS = 2
-
-
-def kappa(truth: np.ndarray, pred: np.ndarray) -> float:
-    """Cohen's kappa of two label arrays."""
-    a, b = truth.ravel(), pred.ravel()
-    po = float(np.mean(a == b))
-    pe = sum(float(np.mean(a == k)) * float(np.mean(b == k)) for k in np.union1d(a, b))
-    return (po - pe) / (1.0 - pe)
-
-
-def scene(classes_windows, height, width):
-    out = np.full((height, width), 99, np.uint8)
-    for w in classes_windows:
-        out[w.row0:w.row0 + w.rows, w.col0:w.col0 + w.cols] = w.classes
-    assert (out != 99).all(), "windows must cover the scene"
-    return out
 
 
 @pytest.fixture(scope="module")
 def detector():
-    if not HAVE_PACKAGES:
-        pytest.skip(f"onnxruntime / ukis-csmask not installed ({INSTALL_HINT})")
+    if not HAVE_DETECTOR:
+        pytest.skip(detector_missing_reason())
     return CloudDetector("l1c", SIX_BANDS, threads=THREADS)
 
 
 @pytest.fixture(scope="module")
 def ukis():
     """(6, 512, 512) reflectance and the reference classes (0 clear, 1 cloud, 2 shadow)."""
-    data = np.load(data_path("cloudmask-reference", "ukis_sentinel2.npz"))
-    img = np.ascontiguousarray(np.moveaxis(data["img"], -1, 0).astype(np.float32))
-    msk = data["msk"][..., 0]
-    ref = np.full(msk.shape, CLEAR, np.uint8)
-    ref[msk == 4] = CLOUD
-    ref[msk == 0] = SHADOW
-    return img, ref
+    return reference_patch()
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +61,7 @@ def ukis_classes(detector, ukis):
 
 # -- without the network ------------------------------------------------------------------------
 
-def test_missing_packages_raise_a_clear_error(monkeypatch):
-    real = importlib.util.find_spec
-
-    def fake(name, *args, **kwargs):
-        return None if name in ("onnxruntime", "ukis_csmask") else real(name, *args, **kwargs)
-
-    monkeypatch.setattr(importlib.util, "find_spec", fake)
+def test_missing_packages_raise_a_clear_error(without_detector_packages):
     with pytest.raises(DetectorUnavailable) as info:
         CloudDetector()
     assert isinstance(info.value, ImportError) and isinstance(info.value, TopoClearError)
@@ -133,7 +102,7 @@ def test_buffer_classes_grows_clear_pixels_only_cloud_over_shadow():
 
 # -- the models ---------------------------------------------------------------------------------
 
-@needs_packages
+@needs_detector
 def test_model_choice_provider_and_errors(detector):
     assert detector.model_path.name == "model_6b_l1c.onnx" and detector.model_bands == SIX_BANDS
     assert detector.provider in ("CPUExecutionProvider", "CUDAExecutionProvider")
@@ -149,22 +118,17 @@ def test_model_choice_provider_and_errors(detector):
         CloudDetector(bands=["red", "green", "nir"])
 
 
-@needs_packages
+@needs_detector
 def test_accuracy_on_the_reference_patch(ukis, ukis_classes):
-    ref, pred = ukis[1], ukis_classes
-    oa = float(np.mean(pred == ref))
-    k_cloud = kappa(ref == CLOUD, pred == CLOUD)
-    k_shadow = kappa(ref == SHADOW, pred == SHADOW)
-    oa_cloud = float(np.mean((ref == CLOUD) == (pred == CLOUD)))
-    oa_shadow = float(np.mean((ref == SHADOW) == (pred == SHADOW)))
-    print(f"\nreference patch: OA {oa:.3f}, cloud OA {oa_cloud:.3f} kappa {k_cloud:.3f}, "
-          f"shadow OA {oa_shadow:.3f} kappa {k_shadow:.3f}")
-    assert oa > 0.88
-    assert oa_cloud > 0.92 and k_cloud > 0.78
-    assert oa_shadow > 0.93 and k_shadow > 0.75
+    r = mask_accuracy(ukis[1], ukis_classes)
+    print(f"\nreference patch: OA {r['oa']:.3f}, cloud OA {r['oa_cloud']:.3f} kappa {r['k_cloud']:.3f}, "
+          f"shadow OA {r['oa_shadow']:.3f} kappa {r['k_shadow']:.3f}")
+    assert r["oa"] > 0.88
+    assert r["oa_cloud"] > 0.92 and r["k_cloud"] > 0.78
+    assert r["oa_shadow"] > 0.93 and r["k_shadow"] > 0.75
 
 
-@needs_packages
+@needs_detector
 def test_agrees_with_the_packages_own_csmask(ukis, ukis_classes):
     from ukis_csmask.mask import CSmask
 
@@ -176,7 +140,7 @@ def test_agrees_with_the_packages_own_csmask(ukis, ukis_classes):
     assert same >= 0.97
 
 
-@needs_packages
+@needs_detector
 def test_probabilities_and_nodata(detector, ukis):
     x = ukis[0][:, :150, :150].copy()
     x[:, :40, :60] = np.nan
@@ -194,7 +158,7 @@ def test_probabilities_and_nodata(detector, ukis):
         detector.predict_probabilities(x[:4])
 
 
-@needs_packages
+@needs_detector
 def test_result_does_not_depend_on_the_window_size(detector, ukis, ukis_classes):
     img = ukis[0]
     reads = []
@@ -205,7 +169,7 @@ def test_result_does_not_depend_on_the_window_size(detector, ukis, ukis_classes)
         return img[:, row0:row0 + rows, col0:col0 + cols]
 
     run = detect_scene(read, 512, 512, 30.0, Monitor(on_progress=progress.append), window_px=128, detector=detector)
-    small = scene(run, 512, 512)
+    small = stitch(run, 512, 512)
     assert run.plan.factor == 1 and len(run.plan.windows) == 16
     assert run.tiles_run == run.plan.tile_count == 9  # every tile runs once, whatever the windows
     assert progress == sorted(progress) and progress[-1] == 100.0
@@ -213,7 +177,7 @@ def test_result_does_not_depend_on_the_window_size(detector, ukis, ukis_classes)
     same_small = float(np.mean(small == ukis_classes))
 
     limited = detect_scene(lambda *a: read(*a), 512, 512, 30.0, window_px=300, halo_px=96, detector=detector)
-    big = scene(limited, 512, 512)
+    big = stitch(limited, 512, 512)
     same_big = float(np.mean(big == ukis_classes))
     print(f"\nwindow 128 px, full context: {same_small:.5f}; window 300 px, halo 96 px: {same_big:.5f} "
           f"of the whole-image classes")
@@ -221,7 +185,7 @@ def test_result_does_not_depend_on_the_window_size(detector, ukis, ukis_classes)
     assert same_big >= 0.99 and float(np.mean(small == big)) >= 0.99
 
 
-@needs_packages
+@needs_detector
 def test_cancel_stops_before_any_tile(detector, ukis):
     run = detect_scene(lambda r, c, h, w: ukis[0][:, r:r + h, c:c + w], 512, 512, 30.0,
                        Monitor(is_cancelled=lambda: True), detector=detector)
@@ -230,7 +194,7 @@ def test_cancel_stops_before_any_tile(detector, ukis):
     assert run.tiles_run == 0
 
 
-@needs_packages
+@needs_detector
 def test_windowed_10m_scene_with_nodata_and_buffer():
     import rasterio
 
@@ -246,9 +210,9 @@ def test_windowed_10m_scene_with_nodata_and_buffer():
     def read(r, c, h, w):
         return x[:, r:r + h, c:c + w]
 
-    whole = scene(detect_scene(read, 256, 256, pixel, detector=det), 256, 256)
-    buffered = scene(detect_scene(read, 256, 256, pixel, detector=det, buffer_m=60.0), 256, 256)
-    windowed = scene(detect_scene(read, 256, 256, pixel, window_px=50, detector=det, buffer_m=60.0), 256, 256)
+    whole = stitch(detect_scene(read, 256, 256, pixel, detector=det), 256, 256)
+    buffered = stitch(detect_scene(read, 256, 256, pixel, detector=det, buffer_m=60.0), 256, 256)
+    windowed = stitch(detect_scene(read, 256, 256, pixel, window_px=50, detector=det, buffer_m=60.0), 256, 256)
     assert (whole[nodata] == NODATA).all() and not (whole[~nodata] == NODATA).any()
     cloud = float(np.mean(whole[~nodata] == CLOUD))
     print(f"\n39_p500 cloudy at 30 m: cloud {cloud:.3f}, shadow {np.mean(whole[~nodata] == SHADOW):.3f}")
@@ -263,8 +227,8 @@ def test_windowed_10m_scene_with_nodata_and_buffer():
 @pytest.fixture(scope="module")
 def clear_results():
     """Fraction of cloud and shadow on each clear SEN12MS-CR image, masked at 30 m."""
-    if not HAVE_PACKAGES:
-        pytest.skip(f"onnxruntime / ukis-csmask not installed ({INSTALL_HINT})")
+    if not HAVE_DETECTOR:
+        pytest.skip(detector_missing_reason())
     import rasterio
 
     folder = data_path("sen12ms-cr", "s2_clear")
@@ -274,8 +238,8 @@ def clear_results():
         with rasterio.open(path) as ds:
             x = ds.read().astype(np.float32) / 10000.0
             pixel = float(ds.res[0])
-        classes = scene(detect_scene(lambda r, c, h, w: x[:, r:r + h, c:c + w], x.shape[1], x.shape[2], pixel,
-                                     detector=det), x.shape[1], x.shape[2])
+        classes = stitch(detect_scene(lambda r, c, h, w: x[:, r:r + h, c:c + w], x.shape[1], x.shape[2], pixel,
+                                      detector=det), x.shape[1], x.shape[2])
         name = path.stem.split("_s2_")[-1]
         out[name] = (float(np.mean(classes == CLOUD)), float(np.mean(classes == SHADOW)))
     return out

@@ -15,7 +15,6 @@ Bounds are the measured values (2 CPU cores, onnxruntime 1.32.0, ukis-csmask 1.0
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -27,7 +26,8 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from conftest import REPO_ROOT, SHARED_DATA, data_path
+from conftest import (HAVE_DETECTOR, REPO_ROOT, SHARED_DATA, data_path, detector_missing_reason, log_feedback,
+                      mask_accuracy, model_index, needs_detector, reference_patch, save_weights, stitch)
 from topoclear.engine.clouds.masks.choice import (DETECTOR_BANDS_4, choose_method, detector_level, method_bands,
                                                   pixel_size_metres, raster_classes, scl_classes)
 from topoclear.engine.clouds.masks.detector import INSTALL_HINT, DetectorUnavailable
@@ -39,9 +39,6 @@ from topoclear.engine.errors import InputError
 from topoclear.engine.io.raster import Grid
 from topoclear.engine.progress import Monitor
 
-HAVE_DETECTOR = all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "ukis_csmask"))
-needs_detector = pytest.mark.skipif(not HAVE_DETECTOR, reason=f"onnxruntime / ukis-csmask not installed "
-                                                              f"({INSTALL_HINT})")
 CLEAR_DIR = ("sen12ms-cr", "s2_clear")
 CLOUDY_DIR = ("sen12ms-cr", "s2_cloudy")
 TATARSTAN = ("sen12ms-cr", "s2_cloudy", "ROIs1970_fall_s2_cloudy_136_p139.tif")
@@ -54,19 +51,8 @@ METHODS = (("detector 30 m", "detector", 30.0), ("detector native", "detector", 
 THREADS = 2
 
 
-def kappa(truth: np.ndarray, pred: np.ndarray) -> float:
-    a, b = truth.ravel(), pred.ravel()
-    po = float(np.mean(a == b))
-    pe = sum(float(np.mean(a == k)) * float(np.mean(b == k)) for k in np.union1d(a, b))
-    return (po - pe) / (1.0 - pe)
-
-
 def whole(mask) -> np.ndarray:
-    out = np.full((mask.height, mask.width), 99, np.uint8)
-    for w in mask.windows():
-        out[w.row0:w.row0 + w.rows, w.col0:w.col0 + w.cols] = w.classes
-    assert (out != 99).all()
-    return out
+    return stitch(mask.windows(), mask.height, mask.width)
 
 
 def classes_of(path, method, resolution=30.0, detectors=None, **options) -> np.ndarray:
@@ -87,8 +73,7 @@ def fractions(classes: np.ndarray):
 
 def write_reference_tif(folder: Path) -> Path:
     """The ukis reference patch as a 6-band float32 GeoTIFF (reflectance, bands named B2..B12), 30 m."""
-    data = np.load(data_path("cloudmask-reference", "ukis_sentinel2.npz"))
-    img = np.moveaxis(data["img"], -1, 0).astype(np.float32)
+    img = reference_patch()[0]
     path = folder / "ukis_reference.tif"
     with rasterio.open(path, "w", driver="GTiff", width=512, height=512, count=6, dtype="float32",
                        crs="EPSG:32615", transform=from_origin(500000, 4500000, 30, 30)) as ds:
@@ -96,14 +81,6 @@ def write_reference_tif(folder: Path) -> Path:
         for i, name in enumerate(("B2", "B3", "B4", "B8", "B11", "B12"), start=1):
             ds.set_band_description(i, name)
     return path
-
-
-def reference_classes() -> np.ndarray:
-    msk = np.load(data_path("cloudmask-reference", "ukis_sentinel2.npz"))["msk"][..., 0]
-    ref = np.full(msk.shape, CLEAR, np.uint8)
-    ref[msk == 4] = CLOUD
-    ref[msk == 0] = SHADOW
-    return ref
 
 
 # -- the menus, the reading rules, the choice -------------------------------------------------------
@@ -224,17 +201,12 @@ def test_detector_windows_with_their_halo_and_after_a_whole_scene_pass(tmp_path)
 def measured(tmp_path_factory):
     """Every method on every real image: the accuracy table's figures."""
     if not HAVE_DETECTOR:
-        pytest.skip(f"onnxruntime / ukis-csmask not installed ({INSTALL_HINT})")
+        pytest.skip(detector_missing_reason())
     detectors = {}
     out = {"reference": {}, "clear": {}, "cloudy": {}, "ts": {}, "snow": {}}
     folder = tmp_path_factory.mktemp("reference")
-    ref = reference_classes()
     pred = classes_of(write_reference_tif(folder), "detector", 30.0, detectors)
-    out["reference"] = {
-        "oa": float(np.mean(pred == ref)),
-        "oa_cloud": float(np.mean((ref == CLOUD) == (pred == CLOUD))), "k_cloud": kappa(ref == CLOUD, pred == CLOUD),
-        "oa_shadow": float(np.mean((ref == SHADOW) == (pred == SHADOW))),
-        "k_shadow": kappa(ref == SHADOW, pred == SHADOW)}
+    out["reference"] = mask_accuracy(reference_patch()[1], pred)
     for group, parts in (("clear", CLEAR_DIR), ("cloudy", CLOUDY_DIR)):
         for path in sorted(Path(data_path(*parts)).glob("*.tif")):
             name = path.stem.split("_s2_")[-1].replace("cloudy_", "")
@@ -393,35 +365,11 @@ def removal_mask_index(key: str) -> int:
 @pytest.fixture(scope="module")
 def nosar_weights(tmp_path_factory):
     torch = pytest.importorskip("torch")
-    from topoclear.engine import checkpoints
     from topoclear.models import build_model
 
     torch.manual_seed(0)
     model = build_model("dsen2cr", s1_bands=0, features=8, blocks=2)
-    model.build_options = {"features": 8, "blocks": 2}
-    return str(checkpoints.save_model(tmp_path_factory.mktemp("w") / "dsen2cr_small_nosar", model)[0])
-
-
-def model_index(name: str) -> int:
-    """The index of ``name`` in removeclouds' MODEL menu (generated from the same list)."""
-    from topoclear.qgis_common.cloud_choices import keys, model_choices
-
-    return keys(model_choices()).index(name)
-
-
-def LogFeedback():  # noqa: N802 - reads as the feedback class it makes
-    """A Processing feedback keeping every pushInfo line in ``log``."""
-    from qgis.core import QgsProcessingFeedback
-
-    class Feedback(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.log = []
-
-        def pushInfo(self, text):  # noqa: N802
-            self.log.append(text)
-
-    return Feedback()
+    return save_weights(tmp_path_factory.mktemp("w") / "dsen2cr_small_nosar", model, features=8, blocks=2)
 
 
 @needs_detector
@@ -430,12 +378,12 @@ def test_cloudmask_from_the_toolbox_styled(run_alg, tmp_path):
 
     from topoclear.qgis_common.styles import apply_style
 
-    feedback = LogFeedback()
+    feedback = log_feedback()
     out = tmp_path / "mask.tif"
     result = run_alg("topoclear:cloudmask", feedback=feedback, INPUT=str(data_path(*TATARSTAN)), OUTPUT=str(out))
     assert result["METHOD_USED"] == "detector" and 30 < result["CLOUD_PERCENT"] < 60
     assert 10 < result["SHADOW_PERCENT"] < 40
-    text = "\n".join(feedback.log)
+    text = "\n".join(feedback.lines)
     assert "Automatic -> Pretrained detector" in text and "L1C because the input has B10" in text
     assert "CPUExecutionProvider" in text or "CUDAExecutionProvider" in text
     with rasterio.open(out) as ds, rasterio.open(data_path(*TATARSTAN)) as src:
@@ -465,19 +413,14 @@ def test_cloudmask_from_the_toolbox_styled(run_alg, tmp_path):
     assert again["SHADOW_PERCENT"] == pytest.approx(result["SHADOW_PERCENT"])
 
 
-def test_without_onnxruntime_automatic_falls_back_to_the_rules(run_alg, nosar_weights, tmp_path, monkeypatch):
+def test_without_onnxruntime_automatic_falls_back_to_the_rules(run_alg, nosar_weights, tmp_path,
+                                                               without_detector_packages):
     from qgis.core import QgsProcessingException
 
-    real = importlib.util.find_spec
-
-    def fake(name, *args, **kwargs):
-        return None if name in ("onnxruntime", "ukis_csmask") else real(name, *args, **kwargs)
-
-    monkeypatch.setattr(importlib.util, "find_spec", fake)
     s2 = str(data_path(*TATARSTAN))
-    feedback = LogFeedback()
+    feedback = log_feedback()
     result = run_alg("topoclear:cloudmask", feedback=feedback, INPUT=s2, OUTPUT=str(tmp_path / "m.tif"))
-    text = "\n".join(feedback.log)
+    text = "\n".join(feedback.lines)
     assert result["METHOD_USED"] == "computed"
     assert INSTALL_HINT in text and "Plugins > TopoClear > Install dependencies..." in text
     with pytest.raises(QgsProcessingException, match="onnxruntime==1.32.0"):
@@ -491,10 +434,10 @@ def test_without_onnxruntime_automatic_falls_back_to_the_rules(run_alg, nosar_we
         run_alg("topoclear:cloudmask", INPUT=str(twelve), OUTPUT=str(tmp_path / "x.tif"))
     assert not (tmp_path / "x.tif").exists()
 
-    feedback = LogFeedback()
+    feedback = log_feedback()
     result = run_alg("topoclear:removeclouds", feedback=feedback, INPUT=s2, MODEL=model_index("dsen2cr"),
                      WEIGHTS=nosar_weights, TILE_SIZE=128, DEVICE="cpu", OUTPUT=str(tmp_path / "clear.tif"))
-    text = "\n".join(feedback.log)
+    text = "\n".join(feedback.lines)
     assert "Automatic -> DSen2-CR rules" in text and INSTALL_HINT in text and result["CLOUD_PERCENT"] > 99
 
 

@@ -16,8 +16,7 @@ import pytest
 import rasterio
 import torch
 
-from conftest import REPO_ROOT, data_path
-from topoclear.engine import checkpoints
+from conftest import REPO_ROOT, data_path, log_feedback, model_index, save_weights
 from topoclear.engine.clouds.evaluation import evaluate_rasters
 from topoclear.models import build_model
 
@@ -25,50 +24,29 @@ S2 = ("sen12ms-cr", "s2_cloudy", "ROIs1868_summer_s2_cloudy_19_p30.tif")
 S1 = ("sen12ms-cr", "s1", "ROIs1868_summer_s1_19_p30.tif")
 
 
-def _method_index():
-    """The MODEL value of each method of the catalogue, by key (the menu follows the catalogue's order)."""
-    from topoclear.engine.clouds.methods.catalogue import removal_methods
-
-    return {m.key: i for i, m in enumerate(removal_methods())}
-
-
-MODEL_INDEX = _method_index()
-
-
-def save(path, model, **options):
-    model.build_options = options
-    return str(checkpoints.save_model(path, model)[0])
-
-
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     folder = tmp_path_factory.mktemp("weights")
     torch.manual_seed(0)
-    return {"dsen2cr": save(folder / "dsen2cr_small", build_model("dsen2cr", features=8, blocks=2),
-                            features=8, blocks=2),
-            "dsen2cr_nosar": save(folder / "dsen2cr_small_nosar", build_model("dsen2cr", s1_bands=0, features=8,
-                                                                                 blocks=2), features=8, blocks=2),
-            "unet": save(folder / "unet_small", build_model("unet", widths=(4, 4, 4, 4, 4, 4)),
-                         widths=[4, 4, 4, 4, 4, 4])}
+    return {"dsen2cr": save_weights(folder / "dsen2cr_small", build_model("dsen2cr", features=8, blocks=2),
+                                    features=8, blocks=2),
+            "dsen2cr_nosar": save_weights(folder / "dsen2cr_small_nosar",
+                                          build_model("dsen2cr", s1_bands=0, features=8, blocks=2),
+                                          features=8, blocks=2),
+            "unet": save_weights(folder / "unet_small", build_model("unet", widths=(4, 4, 4, 4, 4, 4)),
+                                 widths=[4, 4, 4, 4, 4, 4])}
 
 
 def test_remove_clouds_from_the_toolbox(run_alg, weights, tmp_path):
-    from qgis.core import QgsProcessingFeedback
-
     s2, s1 = data_path(*S2), data_path(*S1)
-    log = []
-
-    class Feedback(QgsProcessingFeedback):
-        def pushInfo(self, text):  # noqa: N802
-            log.append(text)
-
+    feedback = log_feedback()
     out = tmp_path / "clear.tif"
-    result = run_alg("topoclear:removeclouds", feedback=Feedback(), INPUT=str(s2), S1=str(s1),
-                     MODEL=MODEL_INDEX["dsen2cr"], WEIGHTS=weights["dsen2cr"], TILE_SIZE=96, DEVICE="cpu",
+    result = run_alg("topoclear:removeclouds", feedback=feedback, INPUT=str(s2), S1=str(s1),
+                     MODEL=model_index("dsen2cr"), WEIGHTS=weights["dsen2cr"], TILE_SIZE=96, DEVICE="cpu",
                      OUTPUT=str(out))
     assert result["OUTPUT"] == str(out) and result["DEVICE_USED"].startswith("cpu")
     assert result["MODEL_USED"].startswith("DSen2-CR") and 0 < result["CLOUD_PERCENT"] < 100
-    text = "\n".join(log)
+    text = "\n".join(feedback.lines)
     assert "Device: cpu" in text and "Cloud mask: Automatic -> " in text and "Tiling:" in text
     with rasterio.open(out) as o, rasterio.open(s2) as i:
         assert (o.count, o.dtypes, o.crs, o.transform) == (i.count, i.dtypes, i.crs, i.transform)
@@ -78,20 +56,20 @@ def test_remove_clouds_from_the_toolbox(run_alg, weights, tmp_path):
     from qgis.core import QgsProcessingException
 
     with pytest.raises(QgsProcessingException, match="trained with Sentinel-1"):
-        run_alg("topoclear:removeclouds", INPUT=str(s2), MODEL=MODEL_INDEX["dsen2cr"], WEIGHTS=weights["dsen2cr"],
+        run_alg("topoclear:removeclouds", INPUT=str(s2), MODEL=model_index("dsen2cr"), WEIGHTS=weights["dsen2cr"],
                 OUTPUT=str(tmp_path / "x.tif"))
-    result = run_alg("topoclear:removeclouds", INPUT=str(s2), MODEL=MODEL_INDEX["dsen2cr"],
+    result = run_alg("topoclear:removeclouds", INPUT=str(s2), MODEL=model_index("dsen2cr"),
                      WEIGHTS=weights["dsen2cr_nosar"], MASK_TYPE=4, TILE_SIZE=128, OUTPUT=str(tmp_path / "nosar.tif"))
     assert result["CLOUD_PERCENT"] is None  # no mask
     # weights of another model, a model that needs a DEM, no shipped weights
     with pytest.raises(QgsProcessingException, match="holds a 'unet' model, not 'dsen2cr'"):
-        run_alg("topoclear:removeclouds", INPUT=str(s2), S1=str(s1), MODEL=MODEL_INDEX["dsen2cr"],
+        run_alg("topoclear:removeclouds", INPUT=str(s2), S1=str(s1), MODEL=model_index("dsen2cr"),
                 WEIGHTS=weights["unet"], OUTPUT=str(tmp_path / "x.tif"))
     with pytest.raises(QgsProcessingException, match="needs a DEM"):
-        run_alg("topoclear:removeclouds", INPUT=str(s2), S1=str(s1), MODEL=MODEL_INDEX["crt_unet"],
+        run_alg("topoclear:removeclouds", INPUT=str(s2), S1=str(s1), MODEL=model_index("crt_unet"),
                 OUTPUT=str(tmp_path / "x.tif"))
     with pytest.raises(QgsProcessingException, match="no trained weights are shipped"):
-        run_alg("topoclear:removeclouds", INPUT=str(s2), S1=str(s1), MODEL=MODEL_INDEX["cr_gan"],
+        run_alg("topoclear:removeclouds", INPUT=str(s2), S1=str(s1), MODEL=model_index("cr_gan"),
                 OUTPUT=str(tmp_path / "x.tif"))
     assert not (tmp_path / "x.tif").exists()
 
@@ -107,10 +85,10 @@ def test_band_order_and_too_few_bands(run_alg, weights, tmp_path):
     with rasterio.open(four, "w", **dict(profile, count=4)) as ds:
         ds.write(data[[7, 3, 2, 1]])  # B8, B4, B3, B2
     with pytest.raises(QgsProcessingException, match="does not look like a Sentinel-2"):
-        run_alg("topoclear:removeclouds", INPUT=str(four), S1=str(s1), MODEL=MODEL_INDEX["unet"],
+        run_alg("topoclear:removeclouds", INPUT=str(four), S1=str(s1), MODEL=model_index("unet"),
                 WEIGHTS=weights["unet"], OUTPUT=str(tmp_path / "x.tif"))
     with pytest.raises(QgsProcessingException, match=r"needs the Sentinel-2 bands B2, B3, B4, B5.*explicitly: B5, B6, B7, B8A"):
-        run_alg("topoclear:removeclouds", INPUT=str(four), S1=str(s1), MODEL=MODEL_INDEX["unet"],
+        run_alg("topoclear:removeclouds", INPUT=str(four), S1=str(s1), MODEL=model_index("unet"),
                 WEIGHTS=weights["unet"], BANDS="B8,B4,B3,B2", OUTPUT=str(tmp_path / "x.tif"))
     # the 10-band weights on a stack whose bands are named in another order: found by name
     named = tmp_path / "named.tif"
@@ -121,7 +99,7 @@ def test_band_order_and_too_few_bands(run_alg, weights, tmp_path):
         for i, n in enumerate(names, start=1):
             ds.set_band_description(i, n)
     out = tmp_path / "named_out.tif"
-    run_alg("topoclear:removeclouds", INPUT=str(named), S1=str(s1), MODEL=MODEL_INDEX["unet"], WEIGHTS=weights["unet"],
+    run_alg("topoclear:removeclouds", INPUT=str(named), S1=str(s1), MODEL=model_index("unet"), WEIGHTS=weights["unet"],
             MASK_TYPE=4, TILE_SIZE=512, OUTPUT=str(out))
     with rasterio.open(out) as ds:
         assert ds.descriptions[0] == "B12, cloud removed (unet)" and ds.count == 10
@@ -170,8 +148,8 @@ def test_choices_become_one_request_and_errors_name_the_parameter(topoclear_prov
 
     alg = topoclear_provider.algorithm("removeclouds").create()
     assert alg.parameterDefinition("MODEL").options() == [m.title for m in removal_methods()]
-    assert alg.parameterDefinition("MODEL").defaultValue() == MODEL_INDEX["auto"] == 0  # automatic
-    assert MODEL_INDEX["fill"] == 1
+    assert alg.parameterDefinition("MODEL").defaultValue() == model_index("auto") == 0  # automatic
+    assert model_index("fill") == 1
     networks = [m.key for m in removal_methods() if m.kind == "network"]
     assert [spec.name for spec in removal_models()] == networks
     assert [o.split(":")[0] for o in alg.parameterDefinition("MASK_TYPE").options()] == [
@@ -259,12 +237,12 @@ def test_qgis_process_runs_removeclouds(qgis_process, weights, tmp_path):
     assert "Sentinel-1" in help_text and "WEIGHTS" in help_text
     out = tmp_path / "qp.tif"
     run = qgis_process("run", "topoclear:removeclouds", "--json", "--", f"INPUT={s2}", f"S1={s1}",
-                       f"MODEL={MODEL_INDEX['dsen2cr']}", f"WEIGHTS={weights['dsen2cr']}", "TILE_SIZE=128",
+                       f"MODEL={model_index('dsen2cr')}", f"WEIGHTS={weights['dsen2cr']}", "TILE_SIZE=128",
                        "DEVICE=cpu", f"OUTPUT={out}")
     payload = json.loads(run.stdout[run.stdout.index("{"):])
     assert payload["results"]["DEVICE_USED"].startswith("cpu") and out.exists()
     failed = qgis_process("run", "topoclear:removeclouds", "--", f"INPUT={s2}", f"S1={s1}",
-                          f"MODEL={MODEL_INDEX['dsen2cr']}", f"WEIGHTS={weights['dsen2cr']}", "DEVICE=cuda:7",
+                          f"MODEL={model_index('dsen2cr')}", f"WEIGHTS={weights['dsen2cr']}", "DEVICE=cuda:7",
                           f"OUTPUT={tmp_path / 'gpu.tif'}", check=False)
     if not torch.cuda.is_available():
         assert failed.returncode != 0 and "sees no CUDA GPU" in failed.stdout + failed.stderr
@@ -282,7 +260,7 @@ def test_cloud_removal_then_snow_map_in_a_modeler_model(run_alg, weights, tmp_pa
     clouds = QgsProcessingModelChildAlgorithm("topoclear:removeclouds")
     clouds.setChildId("clouds")
     clouds.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("s2")])
-    for name, value in (("MODEL", MODEL_INDEX["dsen2cr"]), ("WEIGHTS", weights["dsen2cr_nosar"]),
+    for name, value in (("MODEL", model_index("dsen2cr")), ("WEIGHTS", weights["dsen2cr_nosar"]),
                         ("TILE_SIZE", 128), ("DEVICE", "cpu")):
         clouds.addParameterSources(name, [static(value)])
     model.addChildAlgorithm(clouds)
@@ -311,21 +289,6 @@ TERRAMIND = ("terramind", "{}", "282D_485L_3_3.tif")
 
 def terramind(kind: str):
     return data_path(TERRAMIND[0], kind, TERRAMIND[2])
-
-
-def log_feedback():
-    """A Processing feedback that keeps every info line in ``lines``."""
-    from qgis.core import QgsProcessingFeedback
-
-    class Feedback(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.lines = []
-
-        def pushInfo(self, text):  # noqa: N802
-            self.lines.append(text)
-
-    return Feedback()
 
 
 def test_defaults_on_sentinel2_alone_named_compressed_layers_and_a_tile_count(topoclear_provider, tmp_path):
@@ -369,11 +332,11 @@ def test_creation_options_replace_the_compression_and_errors_name_the_parameter(
 
     s2 = terramind("S2L2A")
     out = tmp_path / "plain.tif"
-    run_alg("topoclear:removeclouds", INPUT=str(s2), MODEL=MODEL_INDEX["fill"], CREATION_OPTIONS="COMPRESS=NONE",
+    run_alg("topoclear:removeclouds", INPUT=str(s2), MODEL=model_index("fill"), CREATION_OPTIONS="COMPRESS=NONE",
             OUTPUT=str(out))
     with rasterio.open(out) as ds:
         assert ds.profile.get("compress") is None
-    run_alg("topoclear:removeclouds", INPUT=str(s2), MODEL=MODEL_INDEX["fill"],
+    run_alg("topoclear:removeclouds", INPUT=str(s2), MODEL=model_index("fill"),
             CREATION_OPTIONS="COMPRESS=LZW|PREDICTOR=2", OUTPUT=str(out))
     with rasterio.open(out) as ds:
         assert ds.profile["compress"].lower() == "lzw"
@@ -393,7 +356,7 @@ def test_a_terrain_stack_given_for_the_dem_is_used_as_it_is(run_alg, tmp_path):
         feedback = log_feedback()
         outputs[name] = tmp_path / f"from_{name}.tif"
         result = run_alg("topoclear:removeclouds", feedback=feedback, INPUT=str(s2), S1=str(s1), DEM=str(source),
-                         MODEL=MODEL_INDEX["crt_unet"], DEVICE="cpu", OUTPUT=str(outputs[name]))
+                         MODEL=model_index("crt_unet"), DEVICE="cpu", OUTPUT=str(outputs[name]))
         assert result["MODEL_USED"].startswith("CRT-UNet")
         text = "\n".join(feedback.lines)
         if name == "stack":
