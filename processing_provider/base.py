@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink, QgsProcessing,
@@ -70,7 +70,8 @@ def missing_torch_packages() -> List[str]:
 class TopoClearAlgorithm(ParameterChecks, QgsProcessingAlgorithm):
     """Base class: subclasses set ``NAME``, ``DISPLAY``, ``GROUP``, ``GROUP_ID``, ``HELP`` and may set
     ``SHORT`` (one sentence for the toolbox tooltip; default: the help's first sentence), ``TAGS``
-    (search words) and ``ICON`` (a name in ``ui/icons``; default: the group's icon)."""
+    (search words), ``ICON`` (a name in ``ui/icons``; default: the group's icon) and
+    ``PARAMETER_HELP`` (tooltip help of its parameters, by name)."""
 
     NAME = ""
     DISPLAY = ""
@@ -80,6 +81,18 @@ class TopoClearAlgorithm(ParameterChecks, QgsProcessingAlgorithm):
     SHORT = ""
     TAGS: tuple = ()
     ICON = ""
+    PARAMETER_HELP: Dict[str, str] = {}
+
+    def parameter_help(self, name: str) -> Optional[str]:
+        """The tooltip help of the parameter ``name`` (default: :attr:`PARAMETER_HELP`)."""
+        return self.PARAMETER_HELP.get(name)
+
+    def addParameter(self, parameter, createOutput=True):  # noqa: N802,N803 (QGIS API names)
+        """Every parameter with its tooltip help (:meth:`parameter_help`)."""
+        text = self.parameter_help(parameter.name())
+        if text and hasattr(parameter, "setHelp"):  # not in every QGIS 3: the labels say what matters
+            parameter.setHelp(text)
+        return super().addParameter(parameter, createOutput)
 
     def name(self):
         return self.NAME

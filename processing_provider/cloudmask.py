@@ -83,11 +83,7 @@ class CloudMaskAlgorithm(TopoClearAlgorithm):
     HELP = HELP
     TAGS = ("cloud mask", "shadow", "scl", "ukis-csmask", "detector", "fmask")
 
-    def addParameter(self, parameter, createOutput=True):  # noqa: N802,N803 (QGIS API names)
-        """Every parameter with its tooltip help (:data:`MASK_HELP`)."""
-        if parameter.name() in MASK_HELP and hasattr(parameter, "setHelp"):  # not in every QGIS 3
-            parameter.setHelp(MASK_HELP[parameter.name()])
-        return super().addParameter(parameter, createOutput)
+    PARAMETER_HELP = MASK_HELP
 
     def initAlgorithm(self, config=None):  # noqa: N802
         methods = mask_choices("cloudmask")

@@ -64,6 +64,23 @@ REMOVAL_HELP = {
 }
 
 
+#: Tooltip help of the evaluate parameters.
+EVALUATE_HELP = {
+    "PREDICTION": "The cloud-free result to score (e.g. the output of Remove clouds).",
+    "REFERENCE": "A clear image of the same place and bands; another grid is resampled by nearest neighbour.",
+    "CLOUDY": "Optional: the cloudy input; gives the reproduction metrics on its clear pixels and, without a mask "
+              "raster, the computed cloud mask.",
+    "MASK": "Optional: a cloud mask raster (0 clear, 2 shadow, other values cloud) or an SCL band; scores inside "
+            "and outside the clouds.",
+    "MASK_TYPE": "How the mask's values are read, or the detector run on the cloudy input; Automatic: SCL when the "
+                 "file name says SCL, else a mask raster.",
+    "BANDS": "Band numbers or names to compare, e.g. B2,B3,B4,B8; empty = every band both rasters share.",
+    "DN_OFFSET": "Added to integer DNs before dividing by 10000 (-1000 for processing baseline 04.00 and later).",
+    "OUTPUT_TABLE": "A table of the metrics (one row per metric), opened in the project.",
+    "OUTPUT_HTML": "Optional HTML report of the metrics.",
+}
+
+
 def _key(keys_list, index: int):
     return keys_list[index] if 0 <= index < len(keys_list) else None
 
@@ -80,11 +97,7 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
     NAME = "removeclouds"
     DISPLAY = "Remove clouds (Sentinel-2 + Sentinel-1 + DEM)"
 
-    def addParameter(self, parameter, createOutput=True):  # noqa: N802,N803 (QGIS API names)
-        """Every parameter with its tooltip help (:data:`REMOVAL_HELP`)."""
-        if parameter.name() in REMOVAL_HELP and hasattr(parameter, "setHelp"):  # not in every QGIS 3
-            parameter.setHelp(REMOVAL_HELP[parameter.name()])
-        return super().addParameter(parameter, createOutput)
+    PARAMETER_HELP = REMOVAL_HELP
 
     def shortHelpString(self):  # noqa: N802
         from ..engine.clouds.observed import legend
@@ -269,6 +282,8 @@ class RemoveCloudsAlgorithm(CloudAlgorithm):
 class EvaluateAlgorithm(CloudAlgorithm):
     NAME = "evaluate"
     DISPLAY = "Evaluate cloud removal against a reference"
+
+    PARAMETER_HELP = EVALUATE_HELP
 
     def shortHelpString(self):  # noqa: N802
         return (

@@ -28,12 +28,40 @@ def series_method_choices():
     return [Choice(m.key, m.title, m.description) for m in SERIES_METHODS]
 
 
+#: Tooltip help of the time-series removal's parameters.
+PARAMETER_HELP = {
+    "INPUT": "The Sentinel-2 image to clear (the target date): a band stack or one band file of a product.",
+    "AUX": "Other Sentinel-2 dates of the same place, same bands, any order and grid (aligned onto the target).",
+    "DATES": "YYYY-MM-DD of the target, then of each other date in the order above, comma-separated; empty = "
+             "from the metadata or the file names.",
+    "METHOD": "Automatic: the best held-out score in the shipped cards (the log says which); the time-series fill "
+              "takes the nearest clear date, radiometrically matched; CA-MTCR is the network.",
+    "S1": "Optional Sentinel-1 images (VV, VH), matched to the Sentinel-2 dates by their own dates.",
+    "DEM": "Not read by these methods; accepted so that models chain like Remove clouds.",
+    "MASK_TYPE": "How the clouds of every date are found; Automatic: the mask raster, else SCL, else the "
+                 "pretrained detector, else the rules.",
+    "CLOUD_MASK": "Optional cloud mask raster (0 clear, 2 shadow, other values cloud) or SCL band of the target.",
+    "CLOUD_MASKS": "Optional cloud mask rasters of the other dates, matched to them by date.",
+    "MAX_DAYS": "Dates further than this from the target are not used (0 = any date).",
+    "WEIGHTS": "Empty: the shipped CA-MTCR weights; else a .safetensors file with its .json card.",
+    "DEVICE": "auto (the first CUDA GPU, else the CPU), cpu, cuda or cuda:N.",
+    "WINDOW": "Window edge (px) of the time-series fill; memory grows with it, the result does not change.",
+    "TILE_SIZE": "Tile edge (px, a multiple of 4) of CA-MTCR; smaller tiles need less memory.",
+    "FILL_DISTANCE": "How far (px) the single-image fill searches for clear pixels where no date is clear.",
+    "OUTPUT": "A GeoTIFF (.tif) with the bands, grid, data type and nodata of the target; never an input.",
+    "SOURCE": "One byte per pixel: 0 observed, k filled from the k-th other date, 253 CA-MTCR, 254 single-image "
+              "fill, 255 nodata.",
+    "OBSERVED": "One byte per pixel: what was observed and what was rebuilt (default <output>_observed.tif).",
+}
+
+
 class RemoveCloudsTimeSeriesAlgorithm(TorchAlgorithm):
     NAME = "removeclouds_timeseries"
     DISPLAY = "Remove clouds from several dates (time-series fill, CA-MTCR)"
     GROUP = "Clouds"
     GROUP_ID = "clouds"
     TAGS = ("time series", "multi-temporal", "ca-mtcr", "compositing", "gap filling")
+    PARAMETER_HELP = PARAMETER_HELP
 
     def shortHelpString(self):  # noqa: N802
         return (

@@ -14,7 +14,6 @@ from ..engine.training.builder_inputs import BuildOptions, SceneInputs
 from ..engine.training.dataset_builder import build_dataset_folder, output_folder_problem
 from ..engine.training.scene_list import check_scene_name, load_scene_list
 from .base import TopoClearAlgorithm
-from .parameter_help import ParameterHelp
 
 #: Optional rasters of a single scene: parameter, SceneInputs attribute, label.
 OPTIONAL_RASTERS = (
@@ -82,7 +81,7 @@ def _given(value) -> bool:
     return not (callable(is_null) and is_null())
 
 
-class BuildDatasetAlgorithm(ParameterHelp, TopoClearAlgorithm):
+class BuildDatasetAlgorithm(TopoClearAlgorithm):
     NAME = "builddataset"
     DISPLAY = "Build cloud-removal training patches"
     GROUP = "Cloud removal training"

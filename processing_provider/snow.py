@@ -141,16 +141,12 @@ class SnowAlgorithm(TopoClearAlgorithm):
     #: Tooltip help of the algorithm's parameters, by name (thresholds: :data:`THRESHOLD_HELP`).
     PARAMETER_HELP: dict = S2_HELP
 
-    def addParameter(self, parameter, createOutput=True):  # noqa: N802,N803 (QGIS API names)
-        """Every parameter with its tooltip help (:attr:`PARAMETER_HELP`, :data:`THRESHOLD_HELP`)."""
-        name = parameter.name()
+    def parameter_help(self, name: str):
+        """Thresholds from :data:`THRESHOLD_HELP`; band and file parameters by their kind; else by name."""
         prefix, _, suffix = name.rpartition("_")
         kind = suffix if prefix in BAND_PARAMETERS.values() and suffix in ("BAND", "FILE") else name
         thresholds = {f.name: f.key for f in THRESHOLD_FIELDS + LIS_FIELDS}
-        text = THRESHOLD_HELP.get(thresholds.get(name, "")) or self.PARAMETER_HELP.get(kind)
-        if text and hasattr(parameter, "setHelp"):  # not in every QGIS 3: the labels say what matters
-            parameter.setHelp(text)
-        return super().addParameter(parameter, createOutput)
+        return THRESHOLD_HELP.get(thresholds.get(name, "")) or self.PARAMETER_HELP.get(kind)
 
     def add_s2_parameters(self, roles):
         # Optional only because a product folder (SAFE) or band files may replace it: parameter_problem

@@ -16,7 +16,30 @@ from ..engine.snow.series import finite_or_none, snow_series
 from ..qgis_common.layers import LayerError, file_behind_layer
 from ..qgis_common.snow_choices import (CLOUD_CHOICES, GRID_CHOICES, LIS_FIELDS, METHOD_CHOICES, RESOLUTION_CHOICES,
                                         THRESHOLD_FIELDS, SeasonChoice, Threshold, key_at, labels, season_request)
-from .snow import SnowAlgorithm
+from .snow import S2_HELP, SNOW_MAP_HELP, SnowAlgorithm, menu_help
+
+#: Tooltip help of the snow season's parameters.
+SERIES_HELP = {
+    **S2_HELP,
+    **{k: SNOW_MAP_HELP[k] for k in ("METHOD", "DEM", "DEM_BAND", "CLOUD_SOURCE", "RED_TEST")},
+    "INPUTS": "One Sentinel-2 image per date (band stacks, band files of products or SAFE subdatasets), any "
+              "order; the first one's grid is the grid of the outputs.",
+    "DATES": "YYYY-MM-DD of each image in the order above, comma-separated; empty (or an empty entry) = from "
+             "the metadata or the file name.",
+    "START": "First day of the period counted (YYYY-MM-DD); empty = the first date.",
+    "END": "Last day of the period counted (YYYY-MM-DD); empty = the last date.",
+    "MAX_GAP": "Cloudy days are filled in time from clear observations at most this many days apart; days in a "
+               "longer gap stay unknown (Let It Snow: 15).",
+    "CLOUD_MASKS": "With Cloud mask raster: one mask (0 clear, 2 shadow, other values cloud) or SCL raster per "
+                   "image, in the order of the images.",
+    "GRIDS": menu_help("Dates on another grid than the first date's:", GRID_CHOICES),
+    "OUTPUT": "One GeoTIFF, a styled band each: snow cover duration (days), onset, melt-out, first and last snow "
+              "day, clear observations, unknown days.",
+    "SNOW_MAPS": "Folder for the snow map of each date (snowmap_YYYY-MM-DD.tif); empty = a temporary folder.",
+    "OUTPUT_TABLE": "The snow area per date (km2, %, cloud %, snowline), opened as a table.",
+    "OUTPUT_CSV": "Optional CSV of the same table.",
+    "OUTPUT_HTML": "Optional HTML chart of the snow area per date, clear and cloudy dates marked.",
+}
 
 #: Field types of the per-date table.
 TABLE_TYPES = {"date": QVariant.String, "observation": QVariant.String, "images": QVariant.Int,
@@ -30,6 +53,7 @@ class SnowSeriesAlgorithm(SnowAlgorithm):
              "snow day, melt-out date and number of clear observations, with the snow area per date as a table "
              "and a chart.")
     TAGS = ("snow cover duration", "scd", "smod", "melt-out", "season", "time series", "multi-date")
+    PARAMETER_HELP = SERIES_HELP
     HELP = (
         "<p>A snow season from several Sentinel-2 images, as the Let It Snow multi-date products: a <b>snow map per "
         "date</b> (classes 100 snow, 0 no snow, 205 cloud, 255 nodata; method, thresholds, DEM and cloud mask as in "

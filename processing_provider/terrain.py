@@ -61,11 +61,7 @@ class TerrainAlgorithm(TopoClearAlgorithm):
     GROUP = "Terrain"
     GROUP_ID = "terrain"
 
-    def addParameter(self, parameter, createOutput=True):  # noqa: N802,N803 (QGIS API names)
-        """Every parameter with its tooltip help (:data:`PARAMETER_HELP`)."""
-        if parameter.name() in PARAMETER_HELP and hasattr(parameter, "setHelp"):  # not in every QGIS 3
-            parameter.setHelp(PARAMETER_HELP[parameter.name()])
-        return super().addParameter(parameter, createOutput)
+    PARAMETER_HELP = PARAMETER_HELP
 
     def add_dem_parameters(self):
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "DEM (elevation raster)"))

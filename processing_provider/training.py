@@ -13,7 +13,6 @@ from qgis.core import (QgsProcessingException, QgsProcessingOutputFile, QgsProce
                        QgsProcessingParameterNumber, QgsProcessingParameterString)
 
 from .base import TorchAlgorithm
-from .parameter_help import ParameterHelp
 
 #: Loss choices; index 0 keeps the paper's loss.
 LOSS_CHOICES = ("paper default", "l1", "carl", "tmarl", "l1_ssim", "ssim", "cgan")
@@ -60,7 +59,7 @@ def model_names() -> list:
     return [spec.name for spec in training_models()]
 
 
-class TrainModelAlgorithm(ParameterHelp, TorchAlgorithm):
+class TrainModelAlgorithm(TorchAlgorithm):
     NAME = "trainmodel"
     DISPLAY = "Train cloud-removal model"
     GROUP = "Cloud removal training"

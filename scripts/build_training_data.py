@@ -57,7 +57,6 @@ from pathlib import Path
 
 import numpy as np
 
-from topoclear.engine.progress import Monitor
 from topoclear.engine.training.builder_inputs import BuildOptions, SceneInputs
 from topoclear.engine.training.cloud_shadow_masks import write_cloud_shadow_masks
 from topoclear.engine.training.dataset_builder import build_dataset
@@ -65,7 +64,6 @@ from topoclear.engine.training.sample_data import SNOW_CHANGE_SCENE, default_dat
     sen12mscr_scene
 from topoclear.engine.training.semisynthetic import SemiSyntheticConfig, generate_scene
 from topoclear.engine.training.spectral_library import load_spectral_library
-from topoclear.engine.training.split_assignment import split_overlaps
 from topoclear.engine.training.synthetic_clouds import CloudParameters, write_synthetic_pair
 from topoclear.models.bands import S2_BANDS_L1C
 

@@ -102,6 +102,8 @@ def test_every_algorithm_is_documented_for_the_toolbox(topoclear_provider):
                 missing.append(f"{alg.id()}: parameter {d.name()} has no description")
             if d.description().count("[optional]") > 0:
                 missing.append(f"{alg.id()}: parameter {d.name()} says [optional] itself (QGIS adds it)")
+            if hasattr(d, "help") and not d.help().strip():  # the tooltip over the label (QGIS 3.16+)
+                missing.append(f"{alg.id()}: parameter {d.name()} has no tooltip help")
     assert not missing, "\n".join(missing)
 
 
