@@ -30,6 +30,7 @@ seams along the window grid, would change with the window size.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -44,6 +45,8 @@ MAX_DISTANCE = 2048
 MAX_SMOOTHING = 64
 #: Cell size (px) of the coarse fill of pixels out of reach.
 COARSE_CELL = 8
+#: Most bands of a block filled at once (one thread each, at most the CPU count).
+BAND_THREADS = 4
 
 __all__ = ["DEFAULT_DISTANCE", "DEFAULT_SMOOTHING", "FillParameters", "fill_block"]
 
@@ -74,25 +77,34 @@ class FillParameters:
                 f"pass{'es' if self.smoothing != 1 else ''}")
 
 
-def _fill_nodata(values: np.ndarray, sources: np.ndarray, distance: float, smoothing: int) -> np.ndarray:
-    """``FillNodata`` of each band of ``values`` (C, H, W) from the pixels where ``sources`` is True; pixels
-    out of reach stay NaN."""
+def _fill_band(values: np.ndarray, sources: np.ndarray, distance: float, smoothing: int) -> np.ndarray:
+    """``FillNodata`` of one (H, W) band from the pixels where ``sources`` is True (datasets of its own,
+    so bands can run on threads: GDAL releases the GIL)."""
     from osgeo import gdal
 
-    c, h, w = values.shape
+    h, w = values.shape
     driver = gdal.GetDriverByName("MEM")
     mask_ds = driver.Create("", w, h, 1, gdal.GDT_Byte)
     mask_ds.GetRasterBand(1).WriteArray(sources.astype(np.uint8))
+    ds = driver.Create("", w, h, 1, gdal.GDT_Float32)
+    band = ds.GetRasterBand(1)
+    band.WriteArray(np.where(sources, values, np.float32(np.nan)).astype(np.float32))
+    if gdal.FillNodata(band, mask_ds.GetRasterBand(1), float(distance), int(smoothing)) != 0:
+        raise RuntimeError("GDAL FillNodata failed")
+    return band.ReadAsArray()
+
+
+def _fill_nodata(values: np.ndarray, sources: np.ndarray, distance: float, smoothing: int) -> np.ndarray:
+    """``FillNodata`` of each band of ``values`` (C, H, W) from the pixels where ``sources`` is True, the bands
+    on up to :data:`BAND_THREADS` threads; pixels out of reach stay NaN."""
+    from concurrent.futures import ThreadPoolExecutor
+
     out = np.empty(values.shape, np.float32)
-    for b in range(c):
-        ds = driver.Create("", w, h, 1, gdal.GDT_Float32)
-        band = ds.GetRasterBand(1)
-        band.WriteArray(np.where(sources, values[b], np.float32(np.nan)).astype(np.float32))
-        if gdal.FillNodata(band, mask_ds.GetRasterBand(1), float(distance), int(smoothing)) != 0:
-            raise RuntimeError("GDAL FillNodata failed")
-        out[b] = band.ReadAsArray()
-        ds = None
-    mask_ds = None
+    threads = max(1, min(BAND_THREADS, os.cpu_count() or 1, values.shape[0]))
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="topoclear-fill") as pool:
+        for b, filled in enumerate(pool.map(lambda b: _fill_band(values[b], sources, distance, smoothing),
+                                            range(values.shape[0]))):
+            out[b] = filled
     return out
 
 
