@@ -73,12 +73,14 @@ def disk_reason(text: str) -> str:
 
 
 def is_empty(value) -> bool:
-    """No value: None, an empty text, or the NULL variant a dialog passes for an empty optional field."""
+    """No value: None, an empty text, or the NULL variant a dialog passes for an empty optional field (a
+    layer or a data-defined property is always a value)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return True
-    from qgis.PyQt.QtCore import QVariant
+    from qgis.core import QgsMapLayer, QgsProperty
 
-    return isinstance(value, QVariant) and value.isNull()
+    is_null = getattr(value, "isNull", None)
+    return callable(is_null) and not isinstance(value, (QgsMapLayer, QgsProperty)) and bool(is_null())
 
 
 def is_dynamic(value) -> bool:

@@ -14,6 +14,7 @@ from ..engine.training.builder_inputs import BuildOptions, SceneInputs
 from ..engine.training.dataset_builder import build_dataset_folder, output_folder_problem
 from ..engine.training.scene_list import check_scene_name, load_scene_list
 from .base import TopoClearAlgorithm
+from .checks import is_empty
 
 #: Optional rasters of a single scene: parameter, SceneInputs attribute, label.
 OPTIONAL_RASTERS = (
@@ -69,16 +70,6 @@ PARAMETER_HELP = {
     "OUTPUT": "A new (or empty) folder for the patches and manifest.json. It is built under a temporary name and "
               "appears only when complete: a failed or cancelled run leaves nothing.",
 }
-
-
-def _given(value) -> bool:
-    """Whether a parameter value holds something (a dialog passes a NULL variant for an empty field)."""
-    if value is None:
-        return False
-    if isinstance(value, str):
-        return bool(value.strip())
-    is_null = getattr(value, "isNull", None)
-    return not (callable(is_null) and is_null())
 
 
 class BuildDatasetAlgorithm(TopoClearAlgorithm):
@@ -165,14 +156,14 @@ class BuildDatasetAlgorithm(TopoClearAlgorithm):
         if problem:
             return problem
         value = parameters.get("SCENE_NAME")
-        name = (self.parameterAsString(parameters, "SCENE_NAME", context) or "") if _given(value) else ""
+        name = (self.parameterAsString(parameters, "SCENE_NAME", context) or "") if not is_empty(value) else ""
         if name.strip():
             try:
                 check_scene_name(name.strip(), "SCENE_NAME")
             except TopoClearError as exc:
                 return str(exc)
         value = parameters.get("SCENES")
-        listing = (self.parameterAsFile(parameters, "SCENES", context) or "") if _given(value) else ""
+        listing = (self.parameterAsFile(parameters, "SCENES", context) or "") if not is_empty(value) else ""
         if listing and os.path.isfile(listing):
             try:
                 load_scene_list(listing)

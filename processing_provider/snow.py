@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsField, QgsFields, QgsMapLayer, QgsProperty,
-                       QgsProcessingOutputNumber, QgsProcessingParameterBand, QgsProcessingParameterBoolean,
+from qgis.core import (QgsCoordinateReferenceSystem, QgsField, QgsFields, QgsProcessingOutputNumber,
+                       QgsProcessingParameterBand, QgsProcessingParameterBoolean,
                        QgsProcessingParameterEnum, QgsProcessingParameterExtent, QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
@@ -20,6 +20,7 @@ from ..qgis_common.snow_choices import (CLOUD_CHOICES, FSC_CHOICES, LIS_FIELDS, 
                                         SnowMapChoice, Threshold, key_at, ndsi_request, sentinel2_input,
                                         snow_map_request, snow_statistics_request)
 from .base import TopoClearAlgorithm
+from .checks import is_empty
 
 #: Processing parameter names of the bands (``GREEN_BAND``, ``GREEN_FILE``...).
 BAND_PARAMETERS = {"B3": "GREEN", "B4": "RED", "B11": "SWIR"}
@@ -122,17 +123,6 @@ THRESHOLD_HELP = {
 }
 
 
-def _given(value) -> bool:
-    """Whether a parameter value names something (not None, an empty text or a dialog's NULL)."""
-    if isinstance(value, (QgsMapLayer, QgsProperty)):
-        return True
-    if value is None:
-        return False
-    if hasattr(value, "isNull") and value.isNull():
-        return False
-    return bool(str(value).strip())
-
-
 class SnowAlgorithm(TopoClearAlgorithm):
     GROUP = "Snow"
     GROUP_ID = "snow"
@@ -180,18 +170,18 @@ class SnowAlgorithm(TopoClearAlgorithm):
         if problem or not self.ROLES:
             return problem
         files = [f"{BAND_PARAMETERS[role]}_FILE" for role in self.ROLES]
-        if not _given(parameters.get("INPUT")) and not _given(parameters.get("SAFE")) and \
-                not all(_given(parameters.get(name)) for name in files):
+        if is_empty(parameters.get("INPUT")) and is_empty(parameters.get("SAFE")) and \
+                any(is_empty(parameters.get(name)) for name in files):
             return (f"INPUT: choose a Sentinel-2 layer or a product folder (SAFE), or give every band as a file "
                     f"({', '.join(files)})")
         return None
 
     def image_name(self, parameters, context) -> str:
         """How the user knows the image: the layer's name, the product folder's, else the first band file's."""
-        if _given(parameters.get("SAFE")):
+        if not is_empty(parameters.get("SAFE")):
             return display_name(None, self.parameterAsFile(parameters, "SAFE", context))
         for name in ["INPUT"] + [f"{BAND_PARAMETERS[role]}_FILE" for role in self.ROLES]:
-            if _given(parameters.get(name)):
+            if not is_empty(parameters.get(name)):
                 layer = self.parameterAsRasterLayer(parameters, name, context)
                 return display_name(layer, None if layer is not None else str(parameters.get(name)))
         return ""
@@ -334,7 +324,7 @@ class SnowMapAlgorithm(SnowAlgorithm):
         problem = super().parameter_problem(parameters, context)
         if problem:
             return problem
-        if not _given(parameters.get("CLOUD_SOURCE")) or _given(parameters.get("CLOUD_MASK")):
+        if is_empty(parameters.get("CLOUD_SOURCE")) or not is_empty(parameters.get("CLOUD_MASK")):
             return None
         index = self.parameterAsEnum(parameters, "CLOUD_SOURCE", context)
         if 0 <= index < len(CLOUD_CHOICES) and CLOUD_CHOICES[index].key == "raster":
