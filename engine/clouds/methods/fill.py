@@ -77,15 +77,16 @@ class FillParameters:
                 f"pass{'es' if self.smoothing != 1 else ''}")
 
 
-def _fill_band(values: np.ndarray, sources: np.ndarray, distance: float, smoothing: int) -> np.ndarray:
-    """``FillNodata`` of one (H, W) band from the pixels where ``sources`` is True (datasets of its own,
-    so bands can run on threads: GDAL releases the GIL)."""
+def _fill_band(values: np.ndarray, sources: np.ndarray, source_bytes: np.ndarray, distance: float,
+               smoothing: int) -> np.ndarray:
+    """``FillNodata`` of one (H, W) band from the pixels where ``sources`` is True (``source_bytes``: the same
+    as uint8). Each band gets datasets of its own, so bands can run on threads: GDAL releases the GIL."""
     from osgeo import gdal
 
     h, w = values.shape
     driver = gdal.GetDriverByName("MEM")
     mask_ds = driver.Create("", w, h, 1, gdal.GDT_Byte)
-    mask_ds.GetRasterBand(1).WriteArray(sources.astype(np.uint8))
+    mask_ds.GetRasterBand(1).WriteArray(source_bytes)
     ds = driver.Create("", w, h, 1, gdal.GDT_Float32)
     band = ds.GetRasterBand(1)
     band.WriteArray(np.where(sources, values, np.float32(np.nan)).astype(np.float32))
@@ -100,9 +101,10 @@ def _fill_nodata(values: np.ndarray, sources: np.ndarray, distance: float, smoot
     from concurrent.futures import ThreadPoolExecutor
 
     out = np.empty(values.shape, np.float32)
+    source_bytes = sources.astype(np.uint8)
     threads = max(1, min(BAND_THREADS, os.cpu_count() or 1, values.shape[0]))
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="topoclear-fill") as pool:
-        for b, filled in enumerate(pool.map(lambda b: _fill_band(values[b], sources, distance, smoothing),
+        for b, filled in enumerate(pool.map(lambda b: _fill_band(values[b], sources, source_bytes, distance, smoothing),
                                             range(values.shape[0]))):
             out[b] = filled
     return out
