@@ -53,7 +53,7 @@ def check_coverage(src: Grid, dst: Grid, role: str, path: str, policy: str, moni
     return fraction
 
 
-class _BandReader:
+class _SourceBand:
     """Reads of one band of a source as float32, its nodata as NaN."""
 
     def __init__(self, src_ds: rasterio.DatasetReader, band: int, nodata: Optional[float]) -> None:
@@ -79,7 +79,7 @@ def _whole(value: float) -> Optional[int]:
     return int(near) if abs(value - near) < 1e-6 else None
 
 
-def _aligned(reader: _BandReader, st: Affine, dt: Affine, rows: int, cols: int,
+def _aligned(reader: _SourceBand, st: Affine, dt: Affine, rows: int, cols: int,
              resampling) -> Optional[np.ndarray]:
     """The window by a plain read, a k x k mean or a k x k repeat when the grids line up; else None."""
     from rasterio.enums import Resampling
@@ -112,7 +112,7 @@ def _aligned(reader: _BandReader, st: Affine, dt: Affine, rows: int, cols: int,
     return fine[top:top + rows, left:left + cols]
 
 
-def _reprojected(reader: _BandReader, src_grid: Grid, dst_grid: Grid, window: Window, resampling,
+def _reprojected(reader: _SourceBand, src_grid: Grid, dst_grid: Grid, window: Window, resampling,
                  margin: int) -> np.ndarray:
     """The window by ``rasterio.warp.reproject`` from the source cells it needs (decimated when much finer)."""
     from rasterio.enums import Resampling
@@ -168,7 +168,7 @@ def warp_window(src_ds: rasterio.DatasetReader, band: int, dst_grid: Grid, windo
 
     if resampling is None:
         resampling = Resampling.bilinear
-    reader = _BandReader(src_ds, band, nodata)
+    reader = _SourceBand(src_ds, band, nodata)
     src_grid = Grid.of(src_ds)
     st, dt = src_grid.transform, dst_grid.window_transform(window)
     same_crs = src_grid.crs is not None and dst_grid.crs is not None and src_grid.crs == dst_grid.crs
