@@ -123,6 +123,10 @@ THRESHOLD_HELP = {
 }
 
 
+#: Threshold key of each threshold parameter (by parameter name).
+THRESHOLD_KEYS = {f.name: f.key for f in THRESHOLD_FIELDS + LIS_FIELDS}
+
+
 class SnowAlgorithm(TopoClearAlgorithm):
     GROUP = "Snow"
     GROUP_ID = "snow"
@@ -135,8 +139,7 @@ class SnowAlgorithm(TopoClearAlgorithm):
         """Thresholds from :data:`THRESHOLD_HELP`; band and file parameters by their kind; else by name."""
         prefix, _, suffix = name.rpartition("_")
         kind = suffix if prefix in BAND_PARAMETERS.values() and suffix in ("BAND", "FILE") else name
-        thresholds = {f.name: f.key for f in THRESHOLD_FIELDS + LIS_FIELDS}
-        return THRESHOLD_HELP.get(thresholds.get(name, "")) or self.PARAMETER_HELP.get(kind)
+        return THRESHOLD_HELP.get(THRESHOLD_KEYS.get(name, "")) or self.PARAMETER_HELP.get(kind)
 
     def add_s2_parameters(self, roles):
         # Optional only because a product folder (SAFE) or band files may replace it: parameter_problem
